@@ -47,6 +47,7 @@ def wait_ready(kubeconfig: Path, node: str, timeout: float = 120, log=print) -> 
 def install_crds(kubeconfig: Path, folder: Path, log=print) -> list[str]:
     """Server-side apply every CRD in folder, then wait until each is Established."""
     from kubernetes import client
+    from kubernetes.client.rest import ApiException
 
     api = client.ApiextensionsV1Api(_api(kubeconfig))
     names = []
@@ -55,10 +56,14 @@ def install_crds(kubeconfig: Path, folder: Path, log=print) -> list[str]:
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             name = doc["metadata"]["name"]
-            api.patch_custom_resource_definition(
-                name, doc, field_manager="kinflow-dev", force=True,
-                _content_type="application/apply-patch+yaml",
-            )
+            try:
+                api.patch_custom_resource_definition(
+                    name, doc, field_manager="kinflow-dev", force=True,
+                    _content_type="application/apply-patch+yaml",
+                )
+            except ApiException as e:
+                raise RuntimeError(f"the API server rejected the CRD in {path}: "
+                                   f"{_message(e)}") from None
             names.append(name)
     deadline = time.monotonic() + 30
     for name in names:
@@ -72,6 +77,15 @@ def install_crds(kubeconfig: Path, folder: Path, log=print) -> list[str]:
             time.sleep(0.2)
         log(f"  crd {name}: established")
     return names
+
+
+def _message(e) -> str:
+    import json
+
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
 
 
 TASK_SERVICE_ACCOUNT = "kinflow-task"

@@ -26,6 +26,11 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def crds_dir() -> Path:
+    """The CRDs `up` installs: the project's crds/ (KINFLOW_CRDS_DIR overrides)."""
+    return Path(os.environ.get("KINFLOW_CRDS_DIR") or PROJECT_ROOT / "crds")
+
+
 def default_home() -> Path:
     explicit = os.environ.get("KINFLOW_DEV_HOME")
     if explicit:
@@ -130,7 +135,7 @@ class DevCluster:
         from kinflow_dev import bootstrap
 
         bootstrap.wait_ready(self.kubeconfig, self.config.node_name, log=self.log)
-        bootstrap.install_crds(self.kubeconfig, PROJECT_ROOT / "crds", log=self.log)
+        bootstrap.install_crds(self.kubeconfig, crds_dir(), log=self.log)
         bootstrap.apply_task_rbac(self.kubeconfig, "default")
         if self.config.operator:
             self._ensure("operator", self._operator_argv, env=self._operator_env())

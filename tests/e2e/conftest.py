@@ -165,8 +165,14 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def namespace(cluster, operator, request):
-    """A fresh namespace for one test, with the kinflow-task ServiceAccount and Role."""
+def namespace(bare_namespace, operator):
+    """A fresh namespace watched by this session's operator."""
+    return bare_namespace
+
+
+@pytest.fixture
+def bare_namespace(cluster):
+    """A fresh namespace for one test, with the kinflow-task ServiceAccount and Role (no operator)."""
     from kinflow_dev.bootstrap import task_rbac_manifests
 
     name = f"{cluster.session_prefix}{next(_counter)}"

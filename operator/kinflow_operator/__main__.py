@@ -1,0 +1,7 @@
+"""`python -m kinflow_operator --namespace 'glob*' ...`"""
+
+import sys
+
+from .main import main
+
+sys.exit(main(sys.argv[1:]))

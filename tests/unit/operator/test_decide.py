@@ -1,0 +1,330 @@
+"""decide(): the operator's rules, one scenario each, with time passed in."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from kinflow._names import job_name
+from kinflow_operator.decide import REPORT_GRACE_SECONDS, child_counts, decide, topological_order
+from kinflow_operator.resource import ChildRun, TaskSpec, parse_duration
+
+from .fakes import NOW, RUN, at, job_body, observe, patched, report, run_body, task
+
+DAG = [task("process"), task("process2", "process")]
+
+
+def step(body, jobs=(), now=NOW, **kw):
+    """decide() once and apply its status patch to the body, as the API server would."""
+    plan = decide(observe(body, jobs, **kw), now)
+    return plan, (patched(body, plan.status_patch) if plan.status_patch else body)
+
+
+def test_a_new_run_starts_only_its_root_tasks():
+    plan, body = step(run_body(DAG))
+    assert [j.task for j in plan.create_jobs] == ["process"]
+    assert plan.create_jobs[0].name == job_name(RUN, "process", 1, 0)
+    assert body["status"]["phase"] == "Running"
+    assert body["status"]["tasks"]["process"]["phase"] == "Running"
+    assert body["status"]["tasks"]["process"]["job"] == plan.create_jobs[0].name
+    assert [e.reason for e in plan.events] == ["TaskStarted"]
+    assert body["status"]["conditions"][0]["status"] == "Unknown"
+    assert body["status"]["taskProgress"] == "0/2"
+
+
+def test_deciding_twice_changes_nothing():
+    _, body = step(run_body(DAG))
+    plan, _ = step(body, [job_body("process")])
+    assert plan.empty
+
+
+def test_a_crash_before_the_status_write_reuses_the_job():
+    """The Job exists (created) but the status does not name it: no second Job."""
+    plan = decide(observe(run_body(DAG), [job_body("process")]), NOW)
+    assert plan.create_jobs == ()
+    assert plan.status_patch["tasks"]["process"]["job"] == job_name(RUN, "process", 1, 0)
+
+
+def test_a_running_task_whose_job_is_missing_gets_it_created():
+    _, body = step(run_body(DAG))
+    plan, _ = step(body, [])
+    assert [j.name for j in plan.create_jobs] == [job_name(RUN, "process", 1, 0)]
+    assert not plan.status_patch
+
+
+def test_the_dag_runs_in_order_and_collects_outputs():
+    _, body = step(run_body(DAG))
+    body = report(body, "process", "Succeeded", output={"status": "a"})
+    plan, body = step(body, [job_body("process", condition=("Complete", "Completed"))])
+    assert [j.task for j in plan.create_jobs] == ["process2"]
+    assert body["status"]["output"] == {"process": {"status": "a"}}
+    assert body["status"]["tasks"]["process"]["completionTime"]
+    body = report(body, "process2", "Succeeded", output={"status2": "a2"})
+    plan, body = step(body, [job_body("process", condition=("Complete", "Completed")), job_body("process2")])
+    assert body["status"]["phase"] == "Succeeded"
+    assert body["status"]["output"] == {"process": {"status": "a"}, "process2": {"status2": "a2"}}
+    cond = body["status"]["conditions"][0]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Succeeded", "True", "Succeeded")
+    assert body["status"]["completionTime"] and body["status"]["taskProgress"] == "2/2"
+    assert [e.reason for e in plan.events] == ["RunSucceeded"]
+    assert plan.create_jobs == ()
+
+
+def test_diamond_waits_for_all_parents():
+    tasks = [task("a"), task("b", "a"), task("c", "a"), task("d", "b", "c")]
+    _, body = step(run_body(tasks))
+    body = report(body, "a", "Succeeded", output={})
+    plan, body = step(body)
+    assert sorted(j.task for j in plan.create_jobs) == ["b", "c"]
+    body = report(body, "b", "Succeeded", output={})
+    plan, body = step(body, [job_body("b"), job_body("c")])
+    assert plan.create_jobs == ()
+    body = report(body, "c", "Succeeded", output={})
+    plan, body = step(body, [job_body("b"), job_body("c")])
+    assert [j.task for j in plan.create_jobs] == ["d"]
+
+
+def test_topological_order_and_cycles():
+    specs = [TaskSpec(name="b", parents=("a",)), TaskSpec(name="a")]
+    assert topological_order(specs) == ["a", "b"]
+    assert topological_order([TaskSpec(name="a", parents=("b",)), TaskSpec(name="b", parents=("a",))]) is None
+
+
+def test_a_cycle_fails_the_run_naming_the_field():
+    plan, body = step(run_body([task("a", "b"), task("b", "a")]))
+    assert body["status"]["phase"] == "Failed"
+    assert "spec.tasks[].parents" in body["status"]["conditions"][0]["message"]
+
+
+# --- retries -------------------------------------------------------------------------
+
+
+def test_retries_back_off_exponentially_with_a_cap():
+    tasks = [task("flaky", retries=3, backoff={"seconds": 2, "factor": 3, "maxSeconds": 10})]
+    _, body = step(run_body(tasks))
+    delays = []
+    now = NOW
+    for attempt in (1, 2, 3):
+        body = report(body, "flaky", "Failed", error={"type": "ValueError", "message": "boom", "retryable": True})
+        plan, body = step(body, now=now)
+        entry = body["status"]["tasks"]["flaky"]
+        assert entry["phase"] == "Pending" and entry["attempt"] == attempt + 1 and "job" not in entry
+        assert [e.reason for e in plan.events] == ["TaskRetrying"]
+        delays.append(plan.requeue_after)
+        # Not before retryAt ...
+        early, _ = step(body, now=now + (plan.requeue_after - 0.01) * timedelta(seconds=1))
+        assert early.create_jobs == ()
+        # ... and exactly at it.
+        now = now + plan.requeue_after * timedelta(seconds=1)
+        plan, body = step(body, now=now)
+        assert [j.name for j in plan.create_jobs] == [job_name(RUN, "flaky", attempt + 1, 0)]
+    assert delays == [2, 6, 10]
+    body = report(body, "flaky", "Failed", error={"type": "ValueError", "message": "boom", "retryable": True})
+    plan, body = step(body, now=now)
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["tasks"]["flaky"]["attempt"] == 4
+    assert "ValueError" in body["status"]["conditions"][0]["message"]
+    assert body["status"]["conditions"][0]["reason"] == "ValueError"
+
+
+def test_retry_timing_is_recomputed_from_status_after_a_restart():
+    tasks = [task("flaky", retries=1, backoff={"seconds": 30})]
+    _, body = step(run_body(tasks))
+    body = report(body, "flaky", "Failed", error={"type": "E", "message": "x", "retryable": True})
+    _, body = step(body)
+    # A fresh operator 12s later only knows the status: it waits the remaining 18s.
+    plan = decide(observe(body), at(12))
+    assert plan.requeue_after == pytest.approx(18, abs=0.01)
+    assert plan.empty
+
+
+def test_a_non_retryable_error_fails_the_run_without_spending_retries():
+    _, body = step(run_body([task("process", retries=5)]))
+    body = report(body, "process", "Failed",
+                  error={"type": "EntrypointError", "message": "no module named examples.nope", "retryable": False})
+    plan, body = step(body)
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["tasks"]["process"]["attempt"] == 1
+    assert plan.create_jobs == ()
+    cond = body["status"]["conditions"][0]
+    assert cond["reason"] == "EntrypointError" and "examples.nope" in cond["message"]
+
+
+def test_a_report_from_a_stale_job_is_ignored():
+    _, body = step(run_body([task("t", retries=2)]))
+    old_job = body["status"]["tasks"]["t"]["job"]
+    body = report(body, "t", "Failed", error={"type": "E", "message": "x", "retryable": True})
+    _, body = step(body)
+    plan, body = step(body, now=at(5))  # attempt 2 starts
+    assert body["status"]["tasks"]["t"]["job"] == job_name(RUN, "t", 2, 0)
+    # The first attempt's pod reports late, claiming success.
+    body = report(body, "t", "Succeeded", output={"late": True}, reportedJob=old_job)
+    plan, body = step(body, [job_body("t", 2)], now=at(6))
+    assert body["status"].get("output") is None
+    assert body["status"]["phase"] == "Running"
+
+
+def test_a_job_failed_without_report_is_pod_failed_and_retried():
+    _, body = step(run_body([task("t", retries=1)]))
+    pod = {"metadata": {"labels": {"job-name": job_name(RUN, "t", 1, 0)}},
+           "status": {"phase": "Failed", "containerStatuses": [
+               {"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}
+    plan, body = step(body, [job_body("t", condition=("Failed", "BackoffLimitExceeded"))], pods=[pod])
+    error = body["status"]["tasks"]["t"]["error"]
+    assert error["type"] == "PodFailed"
+    assert "exit code 137" in error["message"] and "OOMKilled" in error["message"]
+    assert body["status"]["tasks"]["t"]["attempt"] == 2
+
+
+def test_execution_timeout_is_reported_as_such():
+    tasks = [task("slow", executionTimeout="2s")]
+    _, body = step(run_body(tasks))
+    plan, body = step(body, [job_body("slow", condition=("Failed", "DeadlineExceeded"))])
+    assert body["status"]["tasks"]["slow"]["error"]["type"] == "ExecutionTimeout"
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["conditions"][0]["reason"] == "ExecutionTimeout"
+
+
+def test_schedule_timeout_fails_an_unstarted_pod_and_deletes_its_job():
+    tasks = [task("t", scheduleTimeout="30s")]
+    _, body = step(run_body(tasks))
+    plan, _ = step(body, [job_body("t", created=NOW)], now=at(10))
+    assert plan.requeue_after == pytest.approx(20, abs=0.01) and not plan.delete_jobs
+    plan, body = step(body, [job_body("t", created=NOW)], now=at(30))
+    assert body["status"]["tasks"]["t"]["error"]["type"] == "ScheduleTimeout"
+    assert plan.delete_jobs == (job_name(RUN, "t", 1, 0),)
+
+
+def test_a_started_pod_is_not_schedule_timed_out():
+    tasks = [task("t", scheduleTimeout="30s")]
+    _, body = step(run_body(tasks))
+    pod = {"metadata": {"labels": {"job-name": job_name(RUN, "t", 1, 0)}}, "status": {"phase": "Running"}}
+    plan, _ = step(body, [job_body("t", created=NOW)], now=at(60), pods=[pod])
+    assert plan.empty
+    plan, _ = step(body, [job_body("t", created=NOW, ready=1)], now=at(60))
+    assert plan.empty
+
+
+def test_a_job_complete_without_report_waits_a_grace_period_then_fails():
+    _, body = step(run_body([task("t")]))
+    done = job_body("t", condition=("Complete", "Completed"), finished_at=NOW)
+    plan, _ = step(body, [done], now=at(1))
+    assert plan.empty and plan.requeue_after == pytest.approx(REPORT_GRACE_SECONDS - 1)
+    plan, body = step(body, [done], now=at(REPORT_GRACE_SECONDS))
+    assert body["status"]["tasks"]["t"]["error"]["type"] == "PodFailed"
+
+
+# --- failure, onFailure, cancellation --------------------------------------------------
+
+
+def test_on_failure_task_runs_when_a_task_fails_for_good():
+    tasks = [task("a"), task("b"), task("c", "a"), task("cleanup", onFailure=True)]
+    plan, body = step(run_body(tasks))
+    assert sorted(j.task for j in plan.create_jobs) == ["a", "b"]  # not the onFailure task
+    body = report(body, "a", "Failed", error={"type": "E", "message": "x", "retryable": True})
+    plan, body = step(body, [job_body("a"), job_body("b")])
+    assert [j.task for j in plan.create_jobs] == ["cleanup"]
+    assert body["status"]["tasks"]["b"]["phase"] == "Cancelled"  # the other branch stops
+    assert body["status"]["tasks"]["c"]["phase"] == "Cancelled"  # never starts
+    assert job_name(RUN, "b", 1, 0) in plan.delete_jobs
+    assert body["status"]["phase"] == "Running"
+    body = report(body, "cleanup", "Succeeded", output={"cleaned": True})
+    plan, body = step(body, [job_body("cleanup")])
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["output"]["cleanup"] == {"cleaned": True}
+    assert "task a failed" in body["status"]["conditions"][0]["message"]
+
+
+def test_on_failure_task_is_not_counted_when_it_never_runs():
+    _, body = step(run_body([task("a"), task("cleanup", onFailure=True)]))
+    body = report(body, "a", "Succeeded", output={})
+    _, body = step(body)
+    assert body["status"]["phase"] == "Succeeded"
+    assert body["status"]["taskProgress"] == "1/1"
+    assert "cleanup" not in body["status"]["tasks"]
+
+
+def test_cancel_stops_jobs_marks_tasks_and_cancels_children():
+    _, body = step(run_body(DAG))
+    body["spec"]["cancel"] = True
+    children = [ChildRun("c1", "Running"), ChildRun("c2", "Succeeded"), ChildRun("c3", "Running", cancel=True)]
+    plan, body = step(body, [job_body("process")], children=children)
+    assert body["status"]["phase"] == "Cancelled"
+    assert body["status"]["tasks"]["process"]["phase"] == "Cancelled"
+    assert body["status"]["tasks"]["process2"]["phase"] == "Cancelled"
+    assert plan.delete_jobs == (job_name(RUN, "process", 1, 0),)
+    assert plan.cancel_children == ("c1",)
+    assert body["status"]["conditions"][0]["reason"] == "Cancelled"
+    # Later: nothing more to do, except children that are not cancelled yet.
+    plan, body = step(body, [job_body("process", condition=("Failed", "DeadlineExceeded"))],
+                      children=[ChildRun("c1", "Cancelled", cancel=True)])
+    assert plan.delete_jobs == () and plan.cancel_children == () and not plan.status_patch.get("phase")
+
+
+def test_a_finished_run_deletes_a_job_left_running_by_a_crash():
+    _, body = step(run_body([task("a")]))
+    body = report(body, "a", "Succeeded", output={})
+    _, body = step(body)
+    leftover = job_body("a", 9)
+    plan, _ = step(body, [job_body("a"), leftover])
+    assert plan.delete_jobs == (leftover["metadata"]["name"],)
+
+
+def test_a_job_of_an_earlier_run_with_the_same_name_is_not_ours():
+    plan = decide(observe(run_body(DAG), [job_body("process", owner="old-uid")]), NOW)
+    assert [j.task for j in plan.create_jobs] == ["process"]
+
+
+def test_a_rejected_job_fails_the_task_without_retries():
+    rejected = {job_name(RUN, "t", 1, 0): "spec.template.spec.containers[0].resources: Invalid value"}
+    plan, body = step(run_body([task("t", retries=3)]), rejected=rejected)
+    assert plan.create_jobs == ()
+    assert body["status"]["tasks"]["t"]["error"]["type"] == "JobRejected"
+    plan, body = step(body)
+    assert body["status"]["phase"] == "Failed"
+
+
+# --- children ------------------------------------------------------------------------------
+
+
+def test_children_counts_are_written_only_when_they_change():
+    children = [ChildRun("a", "Succeeded"), ChildRun("b", "Failed"), ChildRun("c", "Cancelled"),
+                ChildRun("d", "Running"), ChildRun("e", "Pending")]
+    assert child_counts(children) == {"total": 5, "succeeded": 1, "failed": 2, "running": 2}
+    _, body = step(run_body(DAG))
+    plan, body = step(body, [job_body("process")], children=children)
+    assert plan.status_patch["children"] == {"total": 5, "succeeded": 1, "failed": 2, "running": 2}
+    assert body["status"]["childProgress"] == "1/5"
+    plan, body = step(body, [job_body("process")], children=children)
+    assert plan.empty
+
+
+def test_children_counts_are_kept_after_the_run_finished():
+    _, body = step(run_body([task("a")]))
+    body = report(body, "a", "Succeeded", output={})
+    _, body = step(body)
+    plan, body = step(body, children=[ChildRun("x", "Succeeded")])
+    assert body["status"]["children"]["succeeded"] == 1
+
+
+# --- stale data ----------------------------------------------------------------------------
+
+
+def test_the_status_patch_is_decided_on_a_resource_version():
+    """apply() sends the observed resourceVersion; a re-decide on the fresh run after a
+    409 must not repeat a start that the other writer's change made moot."""
+    _, body = step(run_body([task("a")]))
+    body = report(body, "a", "Succeeded", output={"x": 1})  # the runner wrote in between
+    plan, body = step(body, [job_body("a")])
+    assert plan.create_jobs == ()
+    assert body["status"]["phase"] == "Succeeded"
+
+
+def test_durations():
+    assert parse_duration("60s") == 60
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("1.5m") == 90
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")

@@ -185,7 +185,8 @@ class PodWorker(threading.Thread):
         self._lock = threading.Lock()
         self._kill_grace: float | None = None
         self.pod_gone = False
-        self.killing = False
+        self.killing = False  # processes are being stopped (deletion or deadline)
+        self.deleting = False  # the pod is being deleted: remove it once stopped
         self.escalate_at: float | None = None
         self.deadline_exceeded = False
         self.failed_init = False
@@ -400,7 +401,8 @@ class PodWorker(threading.Thread):
         if not self.files.kubeconfig.exists():
             write_json(self.files.kubeconfig, self.agent.pod_kubeconfig(sa_dir, meta["namespace"], sa))
         now = time.time()
-        self.token_refresh_at = now + 0.8 * max(60.0, expires - now)
+        # Like the kubelet: refresh at 80% of the token's life (and at least daily).
+        self.token_refresh_at = now + 0.8 * min(max(60.0, expires - now), 86400.0)
 
     # -- supervising processes ------------------------------------------------------
 
@@ -452,6 +454,7 @@ class PodWorker(threading.Thread):
             now = time.time()
             grace = self._take_kill()
             if grace is not None:
+                self.deleting = True
                 self._begin_kill(grace, "deleted")
                 pending.clear()
             if not self.killing and self.deadline is not None and now >= self.deadline:
@@ -487,7 +490,7 @@ class PodWorker(threading.Thread):
                     self.token_refresh_at = now + 30
             wakeups = [t for t in (self.deadline if not self.killing else None, self.escalate_at,
                                    self.token_refresh_at, *pending.values()) if t is not None]
-            timeout = max(0.0, min(wakeups) - time.time()) if wakeups else None
+            timeout = min(3600.0, max(0.0, min(wakeups) - time.time())) if wakeups else None
             ready = poller.poll(None if timeout is None else timeout * 1000 + 1)
             for fd, _ in ready:
                 if fd == self.wake_fd:
@@ -596,13 +599,15 @@ class PodWorker(threading.Thread):
             phase = "Failed"
         else:
             phase = "Succeeded"
+        if self._take_kill() is not None:
+            self.deleting = True
         ever_started = any(r.started_at for r in self.runs.values())
-        if ever_started or not self.killing:
+        if ever_started or not self.deleting:
             if self.report(phase, reason, message, persist=True):
                 meta = read_json(self.files.meta) or {}
                 write_json(self.files.meta, {**meta, "terminal": True, "phase": phase})
                 _event("finished", self.key, phase=phase, reason=reason)
-        if self.killing and not self.pod_gone:
+        if self.deleting and not self.pod_gone:
             self.agent.delete_pod(self.pod)
 
 

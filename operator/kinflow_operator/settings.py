@@ -28,7 +28,7 @@ import kopf
 
 from kinflow import _constants as C
 
-WATCH_SERVER_TIMEOUT = 300.0  # seconds the API server keeps one watch request open
+WATCH_SERVER_TIMEOUT = 300  # seconds the API server keeps one watch request open
 WATCH_CLIENT_TIMEOUT = 330.0  # a little longer: the server should end it first
 WATCH_INACTIVITY_TIMEOUT = 70.0  # bookmarks arrive every ~60s on a healthy stream
 CONNECT_TIMEOUT = 10.0

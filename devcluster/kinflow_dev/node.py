@@ -187,6 +187,7 @@ class PodWorker(threading.Thread):
         self.pod_gone = False
         self.killing = False  # processes are being stopped (deletion or deadline)
         self.deleting = False  # the pod is being deleted: remove it once stopped
+        self.node_shutdown = False  # --kill-pods-on-exit: stop it, report it Failed, keep it
         self.escalate_at: float | None = None
         self.deadline_exceeded = False
         self.failed_init = False
@@ -205,8 +206,11 @@ class PodWorker(threading.Thread):
             grace = meta.get("deletionGracePeriodSeconds")
             self.request_kill(float(DEFAULT_GRACE if grace is None else grace))
 
-    def request_kill(self, grace: float, gone: bool = False) -> None:
+    def request_kill(self, grace: float, gone: bool = False, shutdown: bool = False) -> None:
+        """Stop the pod's processes: SIGTERM, SIGKILL after `grace`. The pod is then
+        removed from the API, unless this is the node shutting down (`shutdown`)."""
         with self._lock:
+            self.node_shutdown = self.node_shutdown or shutdown
             self._kill_grace = grace if self._kill_grace is None else min(grace, self._kill_grace)
             self.pod_gone = self.pod_gone or gone
         os.eventfd_write(self.wake_fd, 1)
@@ -251,8 +255,8 @@ class PodWorker(threading.Thread):
                                     "the container could not be located: the node lost its record of it")
             self.finish()
             return
-        if not self.prepare():
-            self.finish()
+        if (not recorded and self._take_kill() is not None) or not self.prepare():
+            self.finish()  # deleted before it started (or while it could not start): just remove it
             return
         for spec in self.init_specs:
             if not self.supervise([spec]):
@@ -454,8 +458,8 @@ class PodWorker(threading.Thread):
             now = time.time()
             grace = self._take_kill()
             if grace is not None:
-                self.deleting = True
-                self._begin_kill(grace, "deleted")
+                self.deleting = not self.node_shutdown
+                self._begin_kill(grace, "node shutdown" if self.node_shutdown else "deleted")
                 pending.clear()
             if not self.killing and self.deadline is not None and now >= self.deadline:
                 self.deadline_exceeded = True
@@ -595,12 +599,15 @@ class PodWorker(threading.Thread):
         if self.deadline_exceeded:
             phase, reason = "Failed", "DeadlineExceeded"
             message = "Pod was active on the node longer than the specified deadline"
+        elif self.node_shutdown:
+            phase, reason = "Failed", "Shutdown"
+            message = "The node agent was stopped with --kill-pods-on-exit"
         elif self.failed_init or any(r.exit_code != 0 for r in main):
             phase = "Failed"
         else:
             phase = "Succeeded"
         if self._take_kill() is not None:
-            self.deleting = True
+            self.deleting = not self.node_shutdown
         ever_started = any(r.started_at for r in self.runs.values())
         if ever_started or not self.deleting:
             if self.report(phase, reason, message, persist=True):
@@ -898,7 +905,7 @@ class NodeAgent:
             with self.lock:
                 workers = list(self.workers.values())
             for worker in workers:
-                worker.request_kill(0)
+                worker.request_kill(0, shutdown=True)
             for worker in workers:
                 worker.join(timeout=10)
         log.info("node agent stopped node=%s pods_left_running=%s", self.config.name,

@@ -198,3 +198,16 @@ def test_flag_parsers():
     assert parse_taint("gpu=yes:NoSchedule") == {"key": "gpu", "value": "yes", "effect": "NoSchedule"}
     assert parse_taint("dedicated:NoExecute") == {"key": "dedicated", "effect": "NoExecute"}
     assert parse_label("tier=fast") == ("tier", "fast")
+
+
+def test_pod_deleted_before_it_started_is_removed_without_running(agent, tmp_path):
+    marker = tmp_path / "ran"
+    pod = make_pod(command=["sh", "-c", f"touch {marker}"])
+    pod["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    pod["metadata"]["deletionGracePeriodSeconds"] = 30
+    worker = PodWorker(agent, pod)
+    worker.update(pod)
+    worker.start()
+    worker.join(10)
+    assert not marker.exists()
+    assert [c[0] for c in agent.client.calls] == ["DELETE"]

@@ -111,7 +111,7 @@ class FakeApiServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> "FakeApiServer":
         self._thread.start()
@@ -308,13 +308,13 @@ class FakeApiServer:
                 return
             while True:
                 with self.lock:
+                    if self.watch_generation != generation:
+                        h.connection.shutdown(socket.SHUT_RDWR)  # abrupt: like a dropped connection
+                        h.close_connection = True
+                        return
                     pending = [e for e in self.events if e[0] > since]
                     if not pending:
                         self.lock.wait(0.2)
-                        if self.watch_generation != generation:
-                            h.connection.shutdown(socket.SHUT_RDWR)  # abrupt: like a dropped connection
-                            h.close_connection = True
-                            return
                         if time.monotonic() > deadline:
                             h.wfile.write(b"0\r\n\r\n")
                             return

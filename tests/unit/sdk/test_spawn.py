@@ -278,7 +278,7 @@ def test_wait_for_result_false_returns_a_reference(fake, in_task):
 def test_watch_resumes_after_disconnect_and_relists_after_410(fake, in_task):
     refs = [child_wf.run_no_wait({"a": str(i)}) for i in range(3)]
     futures = [r.future() for r in refs]
-    watcher = children_watcher(in_task.run and refs[0].api, NAMESPACE, "parent")
+    watcher = children_watcher(refs[0].api, NAMESPACE, "parent")
     wait_for(lambda: fake.open_watches == 1, "the watch to open")
 
     fake.drop_watches()  # connection cut: resume from the last resourceVersion
@@ -288,8 +288,8 @@ def test_watch_resumes_after_disconnect_and_relists_after_410(fake, in_task):
 
     wait_for(lambda: fake.open_watches == 1, "the watch to reopen")
     fake.compact()  # history gone: resuming gets 410, so list again
-    fake.succeed(NAMESPACE, refs[1].name, {"process": {"status": "1"}})
     fake.drop_watches()
+    fake.succeed(NAMESPACE, refs[1].name, {"process": {"status": "1"}})
     fake.succeed(NAMESPACE, refs[2].name, {"process": {"status": "2"}})
     assert [f.result(5)["status"]["output"]["process"]["status"] for f in futures] == ["0", "1", "2"]
     assert watcher.lists == 2

@@ -22,6 +22,7 @@ leaves pods running (like a kubelet restart) unless --kill-pods-on-exit.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import platform
@@ -885,9 +886,27 @@ class NodeAgent:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Register, then serve until SIGTERM/SIGINT."""
+    def claim(self) -> bool:
+        """Hold the node's lock file for our lifetime: two agents of one node would run every pod twice."""
+        path = self.config.pods_dir.parent / "agent.lock"
+        self._lock_file = open(path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            log.error("another node agent for node=%s already runs on this state dir (pid %s); exiting",
+                      self.config.name, self._lock_file.read().strip() or "?")
+            return False
+        self._lock_file.truncate(0)
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+        return True
+
+    def run(self) -> int:
+        """Register, then serve until SIGTERM/SIGINT. Returns the process exit code."""
         self.config.pods_dir.mkdir(parents=True, exist_ok=True)
+        if not self.claim():
+            return 1
         delay = 1.0
         while not self.stop.is_set():
             try:
@@ -910,6 +929,7 @@ class NodeAgent:
                 worker.join(timeout=10)
         log.info("node agent stopped node=%s pods_left_running=%s", self.config.name,
                  not self.config.kill_pods_on_exit)
+        return 0
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[NodeConfig, str]:
@@ -945,8 +965,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    agent.run()
-    return 0
+    return agent.run()
 
 
 if __name__ == "__main__":

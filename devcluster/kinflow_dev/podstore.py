@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ def shim_argv(exit_file: Path, argv: list[str]) -> list[str]:
 
 def write_json(path: Path, data: JSON) -> None:
     """Atomic write: a reader (or a restarted agent) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
 

@@ -211,3 +211,11 @@ def test_pod_deleted_before_it_started_is_removed_without_running(agent, tmp_pat
     worker.join(10)
     assert not marker.exists()
     assert [c[0] for c in agent.client.calls] == ["DELETE"]
+
+
+def test_a_second_agent_for_the_same_node_refuses_to_run(agent):
+    from kinflow_dev.node import NodeAgent
+
+    assert agent.claim()
+    twin = NodeAgent(agent.client, agent.config)
+    assert not twin.claim()

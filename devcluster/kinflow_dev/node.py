@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .logserver import start_log_server
 from .kubeclient import STRATEGIC_PATCH, MERGE_PATCH, ApiError, KubeClient, WatchExpired, pod_path
 from .podspec import (
     BASE_ENV_KEYS,
@@ -634,6 +635,7 @@ class NodeAgent:
         self.lock = threading.Lock()
         self.kubelet_version = "v0.0.0"
         self._last_error: tuple[str, float] = ("", 0.0)
+        self.log_port = 0  # the kubelet endpoint for `kubectl logs`; 0 when not served
 
     # -- node and lease ---------------------------------------------------------------
 
@@ -664,8 +666,9 @@ class NodeAgent:
                 cond("PIDPressure", False, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 cond("Ready", True, "KubeletReady", "kinflow dev node is posting ready status"),
             ],
-            "addresses": [{"type": "InternalIP", "address": POD_IP}, {"type": "Hostname", "address": self.config.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            # No Hostname address: the API server would try to resolve it to reach our log endpoint.
+            "addresses": [{"type": "InternalIP", "address": POD_IP}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
             "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": uname.release,
                          "osImage": f"kinflow dev node ({platform.system()})",
                          "containerRuntimeVersion": "kinflow-process://0.1",
@@ -693,8 +696,9 @@ class NodeAgent:
 
     def post_node_status(self) -> None:
         try:
+            # A merge patch replaces lists whole: our conditions and addresses are the truth.
             self.client.request("PATCH", f"/api/v1/nodes/{self.config.name}/status", self.node_status(),
-                                content_type=STRATEGIC_PATCH)
+                                content_type=MERGE_PATCH)
         except ApiError as exc:
             if exc.status == 404:  # someone deleted the Node: register again, as the kubelet does
                 self.register()
@@ -907,6 +911,12 @@ class NodeAgent:
         self.config.pods_dir.mkdir(parents=True, exist_ok=True)
         if not self.claim():
             return 1
+        creds = self.client.creds
+        if creds.cert_file and creds.key_file and creds.ca_file:
+            try:
+                self.log_port = start_log_server(self.config.state_dir, creds.cert_file, creds.key_file, creds.ca_file)
+            except (OSError, ValueError) as exc:
+                log.warning("kubectl logs will not work: cannot serve logs node=%s error=%r", self.config.name, str(exc))
         delay = 1.0
         while not self.stop.is_set():
             try:

@@ -240,8 +240,9 @@ def read_log(state_dir, namespace, pod, container=None, follow=False):
     return _follow(path, PodFiles(path.parent), path.name[: -len(".log")])
 
 
-def _follow(path: Path, files: PodFiles, container: str) -> Iterator[str]:
+def _follow(path: Path, files: PodFiles, container: str, start: int = 0) -> Iterator[str]:
     with path.open("r", errors="replace") as f:
+        f.seek(start)
         while True:
             chunk = f.read()
             if chunk:

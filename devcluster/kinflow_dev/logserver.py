@@ -80,5 +80,7 @@ def start_log_server(state_dir: Path, cert_file: str, key_file: str, ca_file: st
     server = _Server(("127.0.0.1", 0), _Handler)
     server.state_dir = state_dir
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, name="log-server", daemon=True).start()
+    # A long poll interval: requests still wake it at once, and an idle node stays idle.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600},
+                     name="log-server", daemon=True).start()
     return server.server_address[1]

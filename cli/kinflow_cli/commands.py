@@ -104,12 +104,19 @@ def _parse_input(text: str) -> dict:
 def _manifest(args) -> dict:
     from kinflow._entrypoint import EntrypointError, load_entrypoint
 
+    from pydantic import ValidationError
+
     try:
         runnable = load_entrypoint(args.entrypoint)
     except EntrypointError as e:
         raise UserError(str(e)) from None
-    return runnable.to_manifest(_parse_input(args.input), name=args.name, image=args.image,
-                                entrypoint=args.entrypoint)
+    try:
+        return runnable.to_manifest(_parse_input(args.input), name=args.name, image=args.image,
+                                    entrypoint=args.entrypoint)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}"
+                             for err in e.errors())
+        raise UserError(f"--input does not fit {e.title}: {problems}") from None
 
 
 def _reader(args):
@@ -180,6 +187,7 @@ def _follow(reader, name: str, timeout: float | None) -> dict:
 def _finish(body: dict) -> int:
     status = body.get("status") or {}
     phase = status.get("phase")
+    print(file=sys.stderr)
     if phase == "Succeeded":
         print(json.dumps(status.get("output"), indent=2, sort_keys=True))
         return 0

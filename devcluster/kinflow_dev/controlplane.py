@@ -312,7 +312,9 @@ class DevCluster:
         crt, key = self.pki.node_cert(name)
         write_kubeconfig(self.component_kubeconfig(f"node-{name}"), self.server,
                          self.pki.ca_cert, crt, key, user=f"system:node:{name}")
-        self._ensure(f"node-{name}", lambda: self._node_argv(name, slots, taints, labels),
+        # An extra node is temporary: its pods end with it (the main node keeps pods across restarts).
+        self._ensure(f"node-{name}",
+                     lambda: self._node_argv(name, slots, taints, labels) + ["--kill-pods-on-exit"],
                      env=self._pod_env())
 
     def stop_node(self, name: str, delete: bool = True) -> None:

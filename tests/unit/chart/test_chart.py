@@ -100,6 +100,25 @@ def test_operator_args_parse_with_the_operators_own_parser(chart, values):
         assert args.all_namespaces and args.metrics_port == 9090
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "cli/kinflow_cli/main.py: the `operator` subparser uses nargs=REMAINDER, which argparse does "
+    "not apply to arguments starting with '-', so `kinflow operator --all-namespaces` exits 2. "
+    "Remove this marker once the CLI forwards them (e.g. dispatch argv[1:] when argv[0] == 'operator')."))
+def test_kinflow_operator_forwards_the_charts_args(chart, monkeypatch):
+    """`kinflow operator ARGS` (the chart's command) hands ARGS to the operator unchanged."""
+    import kinflow_operator.main as operator_main
+    from kinflow_cli.main import main
+
+    [c] = _deployment(chart.template())["spec"]["template"]["spec"]["containers"]
+    seen = []
+    monkeypatch.setattr(operator_main, "main", lambda argv: seen.append(list(argv)) or 0)
+    try:
+        code = main([*c["command"][1:], *c["args"]])
+    except SystemExit as e:  # argparse refused the arguments
+        code = e.code
+    assert code == 0 and seen == [c["args"]], f"exit {code}, operator got {seen}"
+
+
 def test_image_tag_defaults_to_app_version(chart):
     import yaml
 
@@ -146,7 +165,7 @@ def test_operator_rbac_limited_to_watched_namespaces(chart):
     objects = chart.template({"operator": {"watchNamespaces": ["team-a", "team-b"]},
                               "tasks": {"namespaces": ["team-a", "team-b"]}})
     [cluster_role] = find(objects, "ClusterRole", OPERATOR)
-    assert cluster_role["rules"] == [CRD_RULE]  # only the cluster-scoped read kopf needs
+    assert cluster_role["rules"] == [CRD_RULE, NAMESPACES_RULE]  # only the cluster-scoped reads kopf makes
     for ns in ("team-a", "team-b"):
         [role] = find(objects, "Role", OPERATOR, ns)
         assert role["rules"] == NAMESPACED_RULES

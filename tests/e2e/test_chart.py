@@ -215,7 +215,7 @@ def test_helm_install_runs_fanout_and_uninstall_keeps_crds(cluster, release, tmp
         f"kinflow run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
         f"{release.diagnose()}")
     runs = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, release.runs_ns, PLURAL)["items"]
-    roots = [r for r in runs if "kinflow.io/parent" not in r["metadata"].get("labels", {})]
+    roots = [r for r in runs if "kinflow.io/parent" not in (r["metadata"].get("labels") or {})]
     assert len(roots) == 1, [r["metadata"]["name"] for r in runs]
     root = roots[0]
     assert root["status"]["phase"] == "Succeeded", root["status"]
@@ -226,6 +226,17 @@ def test_helm_install_runs_fanout_and_uninstall_keeps_crds(cluster, release, tmp
     # Task pods ran as the chart's task ServiceAccount.
     task_pods = cluster.core.list_namespaced_pod(release.runs_ns, label_selector="kinflow.io/run").items
     assert task_pods and {p.spec.service_account_name for p in task_pods} == {"kinflow-task"}
+
+    # -- NOTES.txt's kubectl way: the DAG example as plain YAML ------------------------------
+    cluster.kubectl("-n", release.runs_ns, "apply", "-f", str(ROOT / "examples" / "dag.yaml"))
+
+    def dag_done():
+        run = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, release.runs_ns, PLURAL, "dag-example")
+        return run if (run.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+    dag = wait_for(dag_done, 120, f"dag-example in {release.runs_ns} to finish")
+    assert dag["status"]["phase"] == "Succeeded", dag["status"]
+    assert dag["status"]["output"] == {"process": {"status": "7"}, "process2": {"status2": "72"}}
 
     # -- uninstall: everything of the release goes, the CRD (and the runs) stay ---------
     uninstalled = release.run_helm("uninstall", release.name, "--namespace", release.system_ns, "--wait")

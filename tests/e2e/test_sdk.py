@@ -140,9 +140,10 @@ def test_recursive_example(sdk, cluster, namespace):
 
 
 def test_fanout_of_200_children_each_owned_by_the_parent(sdk, cluster, namespace):
-    from examples.fanout import ParentInput, parent_wf
-
-    ref = parent_wf.run_no_wait(ParentInput(n=200), sdk)
+    # The example's shape (FanoutParent -> FanoutChild process -> process2), with longer
+    # execution timeouts: the operator counts them from Job creation, and 400 child pods
+    # queue for the dev node's few slots.
+    ref = wide_parent.run_no_wait(WideInput(n=200), sdk)
     result = ref.result(timeout=900)
     assert [r["process2"]["status2"] for r in result["spawn"]["results"]] == [f"{i}2" for i in range(200)]
     parent = get_run(cluster, namespace, ref.name)
@@ -153,6 +154,25 @@ def test_fanout_of_200_children_each_owned_by_the_parent(sdk, cluster, namespace
         assert_controlled_by(child, parent)
     jobs = jobs_per_run(cluster, namespace)
     assert all(jobs[c["metadata"]["name"]] == 2 for c in children)  # process, process2: once each
+
+
+def test_operator_restarted_during_a_200_child_fanout_runs_each_child_once(sdk, cluster, namespace, operator):
+    from tests.e2e.waiting import wait_for
+
+    if operator is None:
+        pytest.skip("the operator is external (KINFLOW_TEST_OPERATOR=external): cannot restart it")
+    ref = wide_parent.run_no_wait(WideInput(n=200), sdk)
+    wait_for(lambda: len(children_of(cluster, namespace, ref.name)) >= 100, 300, "100 children to exist")
+    operator.restart()  # SIGKILL, then a fresh operator process
+    result = ref.result(timeout=900)
+    assert len(result["spawn"]["results"]) == 200
+    children = children_of(cluster, namespace, ref.name)
+    assert len(children) == 200
+    jobs = jobs_per_run(cluster, namespace)
+    for child in children:
+        name = child["metadata"]["name"]
+        assert jobs[name] == 2, f"child {name} has {jobs[name]} Jobs, expected one per task"
+        assert {t: e["attempt"] for t, e in child["status"]["tasks"].items()} == {"process": 1, "process2": 1}
 
 
 def test_parent_killed_after_spawning_half_is_retried_and_spawns_each_child_once(sdk, cluster, namespace):
@@ -247,3 +267,30 @@ def fail(input: LeafInput, ctx: Context) -> None:
 def call_failing(input: EmptyModel, ctx: Context) -> Any:
     return fail.run(LeafInput(value="deep"))  # not caught: the parent fails too
 
+
+class WideInput(BaseModel):
+    n: int
+
+
+wide_parent = kf.workflow(name="WideParent", input_validator=WideInput)
+wide_child = kf.workflow(name="WideChild", input_validator=LeafInput)
+
+
+@wide_parent.task(execution_timeout="15m")
+async def spawn(input: WideInput, ctx: Context) -> dict[str, Any]:
+    results = await wide_child.aio_run_many([
+        wide_child.create_bulk_run_item(input=LeafInput(value=str(i)), key=f"child{i}",
+                                        additional_metadata={"hello": "earth"})
+        for i in range(input.n)
+    ])
+    return {"results": results}
+
+
+@wide_child.task(execution_timeout="15m")
+def process(input: LeafInput, ctx: Context) -> dict[str, str]:
+    return {"status": input.value}
+
+
+@wide_child.task(parents=[process], execution_timeout="15m")
+def process2(input: LeafInput, ctx: Context) -> dict[str, str]:
+    return {"status2": ctx.task_output(process)["status"] + "2"}

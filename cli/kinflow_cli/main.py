@@ -18,9 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dev(sub)
 
-    op = sub.add_parser("operator", help="run the kinflow operator (kopf)", add_help=False)
-    op.add_argument("operator_args", nargs=argparse.REMAINDER)
-    op.set_defaults(func=lambda a: _operator(a.operator_args))
+    # `kinflow operator ...` is forwarded whole to the operator's own parser (see main()).
+    sub.add_parser("operator", help="run the kinflow operator (kopf); see `kinflow operator --help`",
+                   add_help=False)
 
     try:
         from kinflow_cli.commands import add_parsers
@@ -38,6 +38,9 @@ def _operator(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["operator"]:  # its flags are the operator's, not ours
+        return _operator(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -379,6 +379,10 @@ class PodWorker(threading.Thread):
             extra["KUBECONFIG"] = str(self.files.kubeconfig)
             extra["KINFLOW_SERVICEACCOUNT_DIR"] = str(self.files.sa_dir)
         base = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+        # Commands such as `kinflow` resolve in the pods' Python environment first
+        # (a virtualenv need not be activated for its scripts to be found).
+        base["PATH"] = os.pathsep.join(
+            p for p in [os.path.dirname(cfg.python), base.get("PATH", "")] if p)
         for container in self.init_specs + self.main_specs:
             self.env[container["name"]] = build_env(self.pod, container, base, extra, self.agent.lookup_ref)
 

@@ -254,7 +254,7 @@ def pod_status(
         "podIP": POD_IP,
         "podIPs": [{"ip": POD_IP}],
         "startTime": start_time,
-        "qosClass": "BestEffort",
+        # No qosClass: the API server sets it at creation and refuses any change.
         "conditions": [
             _condition("PodReadyToStartContainers", not terminal, now),
             _condition("Initialized", initialized or terminal, now,

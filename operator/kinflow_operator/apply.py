@@ -167,14 +167,20 @@ async def apply_plan(kube: Kube, run: ObservedRun, plan: Plan, *, default_image:
                      created: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """Carry out `plan` for `run`; return the run as patched (None if no patch was needed).
 
-    Order matters for crash safety: Jobs are created before the status that
-    names them (a crash in between leaves a Job that the next decide() adopts by
-    its deterministic name), and deleted after the status that retires them (a
-    crash in between leaves an orphan Job that the next decide() deletes).
+    Order matters. The status that names a new Job is written before the Job
+    exists: until then no runner can report, so a report can never be
+    overwritten by a status written on stale data (the 409 re-decide would not
+    see the Job in the entry). A crash in between leaves a task entry naming a
+    missing Job, which the next decide() creates (names are deterministic).
+    Jobs are deleted after the status that retires them (a crash in between
+    leaves an orphan Job that the next decide() deletes).
     Raises Conflict when the status changed since `run` was read, JobRejected
     when the API server refuses a Job as invalid. `created` sees each new Job.
     """
     spec = run.spec
+    patched = None
+    if plan.status_patch:
+        patched = await kube.patch_status(run.namespace, run.name, plan.status_patch, run.resource_version)
     for job in plan.create_jobs:
         assert spec is not None
         manifest = build_job(run_name=run.name, namespace=run.namespace, run_uid=run.uid, spec=spec,
@@ -188,9 +194,6 @@ async def apply_plan(kube: Kube, run: ObservedRun, plan: Plan, *, default_image:
             raise
         if body is not None and created is not None:
             created(body)
-    patched = None
-    if plan.status_patch:
-        patched = await kube.patch_status(run.namespace, run.name, plan.status_patch, run.resource_version)
     for name in plan.delete_jobs:
         await kube.delete_job(run.namespace, name)
     for event in plan.events:  # best effort: an Event is never worth failing a reconcile

@@ -251,7 +251,7 @@ class _Decision:
         if job.deleting and job.finished is None:
             self.fail_attempt(task, _error("PodFailed", f"Job {job.name} was deleted before the task reported"))
         elif job.finished == "Failed":
-            if job.reason == "DeadlineExceeded":
+            if job.reason == "DeadlineExceeded" or (pod is not None and pod.deadline_exceeded):
                 msg = f"attempt {e.get('attempt')} ran longer than executionTimeout {task.executionTimeout}"
                 self.fail_attempt(task, _error("ExecutionTimeout", msg))
             else:

@@ -70,6 +70,9 @@ def build_job(
         "spec": {
             "restartPolicy": "Never",
             "serviceAccountName": spec.serviceAccountName,
+            # On the pod, not the Job: the kubelet counts it from the pod's start, so
+            # time spent Pending for a free slot is scheduleTimeout's, as in Hatchet.
+            "activeDeadlineSeconds": max(1, math.ceil(task.execution_timeout)),
             "containers": [container],
         },
     }
@@ -97,8 +100,6 @@ def build_job(
             "backoffLimit": 0,
             "completions": 1,
             "parallelism": 1,
-            # The Job controller counts this from the Job's start; see docs in decide.py.
-            "activeDeadlineSeconds": max(1, math.ceil(task.execution_timeout)),
             "template": pod_template,
         },
     }

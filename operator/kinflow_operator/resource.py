@@ -296,6 +296,7 @@ class ObservedPod:
     exit_code: int | None = None
     reason: str = ""  # container termination reason, or the pod's reason (DeadlineExceeded...)
     message: str = ""
+    deadline_exceeded: bool = False  # the kubelet killed it at activeDeadlineSeconds
 
     @property
     def started(self) -> bool:
@@ -307,6 +308,7 @@ class ObservedPod:
         labels = meta.get("labels") or {}
         status = body.get("status") or {}
         exit_code, reason, message = None, status.get("reason", ""), status.get("message", "")
+        deadline_exceeded = status.get("reason") == "DeadlineExceeded"
         for cs in status.get("containerStatuses") or ():
             term = (cs.get("state") or {}).get("terminated")
             if term:
@@ -319,6 +321,7 @@ class ObservedPod:
             exit_code=exit_code,
             reason=reason or "",
             message=message or "",
+            deadline_exceeded=deadline_exceeded,
         )
 
 

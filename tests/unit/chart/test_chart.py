@@ -100,10 +100,6 @@ def test_operator_args_parse_with_the_operators_own_parser(chart, values):
         assert args.all_namespaces and args.metrics_port == 9090
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli/kinflow_cli/main.py: the `operator` subparser uses nargs=REMAINDER, which argparse does "
-    "not apply to arguments starting with '-', so `kinflow operator --all-namespaces` exits 2. "
-    "Remove this marker once the CLI forwards them (e.g. dispatch argv[1:] when argv[0] == 'operator')."))
 def test_kinflow_operator_forwards_the_charts_args(chart, monkeypatch):
     """`kinflow operator ARGS` (the chart's command) hands ARGS to the operator unchanged."""
     import kinflow_operator.main as operator_main

@@ -186,6 +186,20 @@ def test_execution_timeout_is_reported_as_such():
     assert body["status"]["conditions"][0]["reason"] == "ExecutionTimeout"
 
 
+def test_a_pod_killed_at_its_deadline_is_an_execution_timeout():
+    # The deadline is the pod's (counted from its start, not from the Job's):
+    # the pod fails with reason DeadlineExceeded and the Job with BackoffLimitExceeded.
+    tasks = [task("slow", executionTimeout="2s")]
+    _, body = step(run_body(tasks))
+    pod = {"metadata": {"labels": {"job-name": job_name(RUN, "slow", 1, 0)}},
+           "status": {"phase": "Failed", "reason": "DeadlineExceeded", "containerStatuses": [
+               {"state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}}
+    _, body = step(body, [job_body("slow", condition=("Failed", "BackoffLimitExceeded"))], pods=[pod])
+    error = body["status"]["tasks"]["slow"]["error"]
+    assert error["type"] == "ExecutionTimeout"
+    assert "executionTimeout 2s" in error["message"]
+
+
 def test_schedule_timeout_fails_an_unstarted_pod_and_deletes_its_job():
     tasks = [task("t", scheduleTimeout="30s")]
     _, body = step(run_body(tasks))

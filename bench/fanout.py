@@ -1,0 +1,134 @@
+"""Fan-out benchmark (not a test): N no-op children spawned from one task and joined.
+
+    python bench/fanout.py [--sizes 10,100,1000] [--home DIR]
+
+Uses the dev cluster at --home (default: `kinflow dev`'s), starting it if needed
+with its operator. For each size it reports the wall time from creating the
+root run to its success, children per second, the operator's CPU seconds per
+child (from /proc), and API requests per child (the API server's
+`apiserver_request_total`, summed over every client: operator, pods, node
+agent, controllers, scheduler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import ssl
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def requests_total(dev) -> float:
+    """Sum of apiserver_request_total over all labels."""
+    ctx = ssl.create_default_context(cafile=str(dev.pki.ca_cert))
+    ctx.load_cert_chain(dev.pki.path("admin.crt"), dev.pki.path("admin.key"))
+    with urllib.request.urlopen(f"{dev.server}/metrics", context=ctx, timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("apiserver_request_total{"))
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time of a process; with children=True, of its reaped children instead."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    first = 13 if children else 11  # cutime/cstime vs utime/stime
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def component_cpu(dev) -> dict[str, float]:
+    """CPU seconds so far of each cluster process, and of the pods (the node's reaped children)."""
+    out = {}
+    for name, row in dev.status().items():
+        if row["pid"]:
+            out[name] = cpu_seconds(row["pid"])
+            if name.startswith("node-"):
+                out["pods"] = cpu_seconds(row["pid"], children=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--home", type=Path, default=None)
+    ap.add_argument("--namespace", default="default")
+    args = ap.parse_args()
+
+    from kinflow_dev.controlplane import open_cluster
+    from kubernetes import client, config
+
+    dev = open_cluster(args.home, operator=True, workdir=str(ROOT), pythonpath=str(ROOT),
+                       python=sys.executable)
+    dev.up()
+    op = dev.procs.running("operator")
+    if not op:
+        print("the dev cluster's operator is not running", file=sys.stderr)
+        return 1
+    api = config.new_client_from_config(config_file=str(dev.kubeconfig))
+    custom = client.CustomObjectsApi(api)
+    os.environ["KUBECONFIG"] = str(dev.kubeconfig)
+    from bench.workloads import fanout
+
+    rows, breakdown = [], []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        manifest = fanout.to_manifest({"n": n}, entrypoint="bench.workloads:fanout")
+        r0, c0, t0 = requests_total(dev), cpu_seconds(op.pid), time.monotonic()
+        parts0 = component_cpu(dev)
+        run = custom.create_namespaced_custom_object("kinflow.io", "v1alpha1", args.namespace,
+                                                     "workflowruns", manifest)
+        name = run["metadata"]["name"]
+        last = 0.0
+        while True:
+            body = custom.get_namespaced_custom_object("kinflow.io", "v1alpha1", args.namespace,
+                                                       "workflowruns", name)
+            status = body.get("status") or {}
+            if status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+                break
+            if time.monotonic() - last > 10:
+                last = time.monotonic()
+                ch = status.get("children") or {}
+                print(f"  n={n}: {ch.get('succeeded', 0)}/{ch.get('total', 0)} children done, "
+                      f"{time.monotonic() - t0:.0f}s", file=sys.stderr)
+            time.sleep(0.25)
+        wall = time.monotonic() - t0
+        time.sleep(2)  # let the last status writes land before reading the counters
+        reqs, cpu = requests_total(dev) - r0, cpu_seconds(op.pid) - c0
+        parts = {k: v - parts0.get(k, 0.0) for k, v in component_cpu(dev).items()}
+        breakdown.append((n, parts))
+        if status["phase"] != "Succeeded":
+            print(f"run {name} ended {status['phase']}: {json.dumps(status.get('tasks'))[:500]}",
+                  file=sys.stderr)
+            return 1
+        rows.append((n, wall, n / wall, cpu / n * 1000, reqs / n))
+        print(f"  n={n}: joined in {wall:.1f}s", file=sys.stderr)
+        custom.delete_namespaced_custom_object("kinflow.io", "v1alpha1", args.namespace,
+                                               "workflowruns", name, propagation_policy="Background")
+        time.sleep(5)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"node slots {dev.config.slots}")
+    print()
+    print("| children | wall time to join | children/s | operator CPU per child | API requests per child |")
+    print("|---:|---:|---:|---:|---:|")
+    for n, wall, rate, cpu_ms, reqs in rows:
+        print(f"| {n} | {wall:.1f} s | {rate:.1f} | {cpu_ms:.1f} ms | {reqs:.1f} |")
+    print()
+    names = sorted({k for _, parts in breakdown for k in parts})
+    print("CPU per child, by component (ms):")
+    print()
+    print("| children | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for n, parts in breakdown:
+        print(f"| {n} | " + " | ".join(f"{parts.get(k, 0) / n * 1000:.0f}" for k in names) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,6 +14,7 @@ _EXPORTS = {
     "Kinflow": "client",
     "Hatchet": "client",
     "Context": "context",
+    "DurableContext": "durable",
     "EmptyModel": "_models",
     "Workflow": "workflow",
     "Standalone": "workflow",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from ._models import EmptyModel
     from .client import Hatchet, Kinflow
     from .context import Context
+    from .durable import DurableContext
     from .errors import (
         ApiError,
         ChildCancelledError,

@@ -19,6 +19,16 @@ ANNOTATION_INPUT_HASH = "kinflow.io/input-hash"
 
 # The JSON of all task outputs of one run together; keeps the object far from etcd's limit.
 MAX_OUTPUT_BYTES = 256 * 1024
+# A durable task's checkpoints (memo values, times) together; events' data is capped at the CLI.
+MAX_CHECKPOINT_BYTES = 64 * 1024
+MAX_EVENT_DATA_BYTES = 64 * 1024
+
+# Events (`kinflow event send`): core/v1 Events with this reason, label and annotations.
+EVENT_REASON = "KinflowEvent"
+LABEL_EVENT = "kinflow.io/event"
+ANNOTATION_EVENT_KEY = "kinflow.io/event-key"
+ANNOTATION_EVENT_DATA = "kinflow.io/event-data"
+ANNOTATION_EVENT_RUN = "kinflow.io/event-run"
 
 ENV_RUN = "KINFLOW_RUN"
 ENV_NAMESPACE = "KINFLOW_NAMESPACE"

@@ -33,6 +33,8 @@ class TaskExecution:
     # What the task waits for (children, a sleep, an event): durable tasks record it
     # in their task entry and exit; plain tasks just keep their pod while waiting.
     waits: list[dict[str, Any]] = field(default_factory=list)
+    # A durable task's replay state (kinflow.durable.DurableState); None for plain tasks.
+    durable: Any = None
 
     @property
     def name(self) -> str:

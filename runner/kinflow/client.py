@@ -96,6 +96,38 @@ class Kinflow:
         _warn_unsupported("task()", hatchet_options)
         module = sys._getframe(1).f_globals.get("__name__")
 
+        return self._standalone(
+            module, False, name, input_validator, execution_timeout, schedule_timeout, retries,
+            backoff_factor, backoff_max_seconds, image, service_account_name, pod_template, entrypoint,
+        )
+
+    def durable_task(
+        self,
+        name: str | None = None,
+        input_validator: type | None = None,
+        execution_timeout: Any = None,
+        schedule_timeout: Any = None,
+        retries: int = 0,
+        backoff_factor: float | None = None,
+        backoff_max_seconds: int | None = None,
+        image: str | None = None,
+        service_account_name: str | None = None,
+        pod_template: dict | None = None,
+        entrypoint: str | None = None,
+        **hatchet_options: Any,
+    ) -> Callable[[Callable], Standalone]:
+        """Decorator: a standalone durable task (see Workflow.durable_task): it gives its pod
+        back while it waits for children, a sleep or an event."""
+        _warn_unsupported("durable_task()", hatchet_options)
+        module = sys._getframe(1).f_globals.get("__name__")
+        return self._standalone(
+            module, True, name, input_validator, execution_timeout, schedule_timeout, retries,
+            backoff_factor, backoff_max_seconds, image, service_account_name, pod_template, entrypoint,
+        )
+
+    def _standalone(self, module, durable, name, input_validator, execution_timeout, schedule_timeout,
+                    retries, backoff_factor, backoff_max_seconds, image, service_account_name,
+                    pod_template, entrypoint) -> Callable[[Callable], Standalone]:
         def decorate(fn: Callable) -> Standalone:
             standalone = Standalone(
                 self, name or fn.__name__, input_validator, fn.__doc__, image, service_account_name,
@@ -104,7 +136,7 @@ class Kinflow:
             task_name = name if name and TASK_NAME.match(name) else fn.__name__
             standalone._add(
                 Task(fn, standalone, task_name, (), execution_timeout, schedule_timeout,
-                     retries, backoff_factor, backoff_max_seconds)
+                     retries, backoff_factor, backoff_max_seconds, durable=durable)
             )
             return standalone
 

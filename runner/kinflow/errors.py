@@ -42,6 +42,10 @@ class OutputTooLarge(ConfigError):
     """The task's output would push the run's outputs over MAX_OUTPUT_BYTES."""
 
 
+class CheckpointTooLarge(ConfigError):
+    """A durable task's checkpoints (memo values) would exceed MAX_CHECKPOINT_BYTES."""
+
+
 class NonDeterminismError(ConfigError):
     """A replayed task spawned something different under a spawn key it used before."""
 

@@ -128,14 +128,35 @@ def execute(execution) -> object:
     workflow, task = resolve_task(execution.run, execution.task)
     input = validate_input(workflow, (execution.run.get("spec") or {}).get("input"))
     set_execution(execution, process_wide=True)
-    ctx = Context(execution, workflow)
-    if task.is_async:
-        result = asyncio.run(task.fn(input, ctx))
+    if task.durable:  # raises durable.Suspend when it must wait (main() reports Waiting)
+        from .durable import DurableContext, DurableState
+
+        execution.durable = state = DurableState(execution)
+        ctx = DurableContext(execution, workflow)
+        result = asyncio.run(state.drive(task.fn(input, ctx))) if task.is_async else task.fn(input, ctx)
     else:
-        result = task.fn(input, ctx)
+        ctx = Context(execution, workflow)
+        result = asyncio.run(task.fn(input, ctx)) if task.is_async else task.fn(input, ctx)
     output = serialise_output(result)
     check_output_size(execution.run, execution.task, output)
     return output
+
+
+def waiting_report(execution) -> dict:
+    """The entry of a durable task that suspends: what it waits for and its checkpoints."""
+    from .errors import CheckpointTooLarge
+
+    state = execution.durable
+    if not state.waiting:
+        raise RuntimeError("the durable task suspended without waiting for anything (a kinflow bug)")
+    checkpoints = state.all_checkpoints()
+    size = len(json.dumps(checkpoints, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > C.MAX_CHECKPOINT_BYTES:
+        raise CheckpointTooLarge(
+            f"the checkpoints of task {execution.task!r} (memo values, times) are {size} bytes, over the "
+            f"limit of {C.MAX_CHECKPOINT_BYTES} bytes (MAX_CHECKPOINT_BYTES). Memoise less: e.g. a summary."
+        )
+    return {"phase": "Waiting", "output": None, "wait": state.wait_entry(), "checkpoints": checkpoints}
 
 
 def error_report(exc: BaseException) -> dict:
@@ -202,10 +223,17 @@ def main() -> int:
         resume=int(env.get(C.ENV_RESUME) or 0),
         job=job,
     )
+    from .durable import Suspend
+
     try:
-        output = execute(execution)
-        entry = {"phase": "Succeeded", "output": output, "error": None, "wait": None}
-        _say(f"task {task_name!r} of run {name!r} succeeded")
+        try:
+            output = execute(execution)
+            entry = {"phase": "Succeeded", "output": output, "error": None, "wait": None}
+            _say(f"task {task_name!r} of run {name!r} succeeded")
+        except Suspend:
+            entry = waiting_report(execution)
+            _say(f"task {task_name!r} of run {name!r} waits for {json.dumps(entry['wait'])}; "
+                 "giving the pod back")
     except BaseException as exc:  # everything, also SystemExit from user code, is reported
         entry = {"phase": "Failed", "output": None, "error": error_report(exc), "wait": None}
         _say(f"task {task_name!r} of run {name!r} failed: {entry['error']['type']}: {entry['error']['message']}")

@@ -175,8 +175,10 @@ class Task:
 class WorkflowRunRef:
     """A started run: its name now, its result later."""
 
-    def __init__(self, workflow: "Workflow", api: "ApiClient", run: dict, parent: str | None, batch: bool = False):
+    def __init__(self, workflow: "Workflow", api: "ApiClient", run: dict, parent: str | None, batch: bool = False,
+                 execution: TaskExecution | None = None):
         self.workflow = workflow
+        self._execution = execution
         self.api = api
         self.run = run
         self.name: str = run["metadata"]["name"]
@@ -205,12 +207,25 @@ class WorkflowRunRef:
             self._future = watcher.future(self.name)
         return self._future
 
+    @property
+    def _durable(self):
+        """The durable state when spawned by a durable task (it suspends instead of watching)."""
+        return self._execution.durable if self._execution is not None else None
+
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run and return its result (raises ChildWorkflowError if it failed)."""
+        if self._durable is not None:
+            from .durable import child_run_sync
+
+            return self.workflow._outcome(child_run_sync(self._durable, self.run))
         return self.workflow._outcome(self.future().result(timeout))
 
     async def aio_result(self) -> Any:
         """Wait for the run without blocking the event loop and return its result."""
+        if self._durable is not None:
+            from .durable import child_run
+
+            return self.workflow._outcome(await child_run(self._durable, self.run))
         return self.workflow._outcome(await asyncio.wrap_future(self.future()))
 
 
@@ -266,6 +281,32 @@ class Workflow:
             task = Task(
                 fn, self, name, parents or (), execution_timeout, schedule_timeout,
                 retries, backoff_factor, backoff_max_seconds,
+            )
+            self._add(task)
+            return task
+
+        return decorate
+
+    def durable_task(
+        self,
+        name: str | None = None,
+        parents: Sequence[Task | str] | None = None,
+        execution_timeout: Any = None,
+        schedule_timeout: Any = None,
+        retries: int = 0,
+        backoff_factor: float | None = None,
+        backoff_max_seconds: int | None = None,
+        **hatchet_options: Any,
+    ) -> Callable[[Callable], Task]:
+        """Decorator: a durable task. It gets a DurableContext and gives its pod back while
+        it waits for children, a sleep or an event; it replays from the top when resumed.
+        `execution_timeout` applies to each resumption's pod, not to the time spent waiting."""
+        _warn_unsupported("durable_task()", hatchet_options)
+
+        def decorate(fn: Callable) -> Task:
+            task = Task(
+                fn, self, name, parents or (), execution_timeout, schedule_timeout,
+                retries, backoff_factor, backoff_max_seconds, durable=True,
             )
             self._add(task)
             return task
@@ -394,16 +435,57 @@ class Workflow:
         """Create (or adopt) the prepared runs and return references (or errors) in order."""
         if not prepared:
             return []
-        api = prepared[0][0]
-        created = spawn_many(api, [manifest for _, manifest, _ in prepared])
+        api, _, execution = prepared[0]
+        durable = execution.durable if execution is not None else None
+        if durable is not None:
+            created = self._replay_or_spawn(api, durable, [manifest for _, manifest, _ in prepared])
+        else:
+            created = spawn_many(api, [manifest for _, manifest, _ in prepared])
         batch = len(prepared) > 1
         refs: list[WorkflowRunRef | BaseException] = []
         for (api, _, execution), obj in zip(prepared, created):
             if isinstance(obj, BaseException):
                 refs.append(obj)
             else:
-                refs.append(WorkflowRunRef(self, api, obj, execution.name if execution else None, batch))
+                refs.append(WorkflowRunRef(self, api, obj, execution.name if execution else None, batch, execution))
         return refs
+
+    @staticmethod
+    def _replay_or_spawn(api: "ApiClient", durable: Any, manifests: list[dict]) -> list[dict | BaseException]:
+        """A durable task's spawns: children it made before come from one listing (adopted
+        after the same checks as on AlreadyExists); only new ones are created."""
+        from .spawn import check_adoptable
+
+        existing = durable.existing_children()
+        out: list[dict | BaseException | None] = [None] * len(manifests)
+        new: list[tuple[int, dict]] = []
+        for i, manifest in enumerate(manifests):
+            old = existing.get(manifest["metadata"]["name"])
+            if old is None:
+                new.append((i, manifest))
+                continue
+            try:
+                check_adoptable(old, manifest)
+                out[i] = old
+            except Exception as exc:
+                out[i] = exc
+        for (i, _), obj in zip(new, spawn_many(api, [m for _, m in new])):
+            out[i] = obj
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    async def _in_executor(prepared: list[tuple], fn: Callable[[], Any]) -> Any:
+        """Run a spawn in a thread; a durable task counts it as in flight (it must not
+        suspend while a sibling is still spawning)."""
+        execution = prepared[0][2] if prepared else None
+        durable = execution.durable if execution is not None else None
+        if durable is not None:
+            durable.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn)
+        finally:
+            if durable is not None:
+                durable.in_flight -= 1
 
     def _outcome(self, run: dict) -> Any:
         """The result of a finished run, or raise its error."""
@@ -430,7 +512,7 @@ class Workflow:
         prepared = self._prepare(self._item(input, options))
 
         async def start() -> WorkflowRunRef:
-            ref = (await asyncio.get_running_loop().run_in_executor(None, self._start, [prepared]))[0]
+            ref = (await self._in_executor([prepared], lambda: self._start([prepared])))[0]
             if isinstance(ref, BaseException):
                 raise ref
             return ref
@@ -469,7 +551,7 @@ class Workflow:
         prepared = [self._prepare(item) for item in workflows]
 
         async def start() -> list[WorkflowRunRef]:
-            refs = await asyncio.get_running_loop().run_in_executor(None, self._start, prepared)
+            refs = await self._in_executor(prepared, lambda: self._start(prepared))
             for ref in refs:
                 if isinstance(ref, BaseException):
                     raise ref
@@ -489,8 +571,7 @@ class Workflow:
         prepared = [self._prepare(item) for item in workflows]
 
         async def run() -> list[Any]:
-            loop = asyncio.get_running_loop()
-            refs = await loop.run_in_executor(None, self._start, prepared)
+            refs = await self._in_executor(prepared, lambda: self._start(prepared))
             if not return_exceptions:
                 for ref in refs:
                     if isinstance(ref, BaseException):
@@ -502,7 +583,18 @@ class Workflow:
         return run()
 
     def _collect(self, refs: list, return_exceptions: bool) -> list[Any]:
-        if not return_exceptions:
+        durable = next((r._durable for r in refs if isinstance(r, WorkflowRunRef) and r._durable), None)
+        if durable is not None:  # one suspension for all unfinished children, no watch
+            from .durable import children_sync
+
+            if not return_exceptions:
+                for ref in refs:
+                    if isinstance(ref, BaseException):
+                        raise ref
+            children_sync(durable, [r.run for r in refs if isinstance(r, WorkflowRunRef)])
+            if not return_exceptions:
+                return [ref.result() for ref in refs]
+        elif not return_exceptions:
             for ref in refs:
                 if isinstance(ref, BaseException):
                     raise ref

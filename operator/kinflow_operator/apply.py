@@ -22,7 +22,7 @@ from kinflow import _constants as C
 from . import metrics
 from .decide import Plan
 from .jobs import build_job
-from .resource import ObservedRun, format_time
+from .resource import ObservedRun, format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,18 @@ def _run_path(namespace: str, name: str) -> str:
     return f"/apis/{C.GROUP}/{C.VERSION}/namespaces/{namespace}/{C.PLURAL}/{name}"
 
 
+def _observe(run: ObservedRun, plan: Plan) -> None:
+    """Metrics of what the written status says happened (counted once: the write succeeded)."""
+    metrics.count_events(event.reason for event in plan.events)
+    for event in plan.events:  # the transitions, also as the operator's own log lines
+        level = logging.INFO if event.type == "Normal" else logging.WARNING
+        log.log(level, event.message, extra={"run": f"{run.namespace}/{run.name}", "task": event.task,
+                                             "reason": event.reason})
+    started = parse_time(plan.status_patch.get("startTime"))
+    if started is not None and run.created is not None:
+        metrics.spawn_to_running.observe(max(0.0, (started - run.created).total_seconds()))
+
+
 async def apply_plan(kube: Kube, run: ObservedRun, plan: Plan, *, default_image: str,
                      created: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """Carry out `plan` for `run`; return the run as patched (None if no patch was needed).
@@ -181,6 +193,7 @@ async def apply_plan(kube: Kube, run: ObservedRun, plan: Plan, *, default_image:
     patched = None
     if plan.status_patch:
         patched = await kube.patch_status(run.namespace, run.name, plan.status_patch, run.resource_version)
+        _observe(run, plan)
     for job in plan.create_jobs:
         assert spec is not None
         manifest = build_job(run_name=run.name, namespace=run.namespace, run_uid=run.uid, spec=spec,
@@ -192,6 +205,7 @@ async def apply_plan(kube: Kube, run: ObservedRun, plan: Plan, *, default_image:
             if exc.status in (400, 422):  # the manifest itself is bad (a podTemplate mistake)
                 raise JobRejected(job.name, _api_message(exc)) from exc
             raise
+        metrics.jobs_created.inc()
         if body is not None and created is not None:
             created(body)
     for name in plan.delete_jobs:
@@ -200,7 +214,8 @@ async def apply_plan(kube: Kube, run: ObservedRun, plan: Plan, *, default_image:
         try:
             await kube.post_event(run, event.type, event.reason, event.message)
         except Exception as exc:  # noqa: BLE001
-            log.warning("could not post event %s on %s/%s: %s", event.reason, run.namespace, run.name, exc)
+            log.warning("could not post event %s: %s", event.reason, exc,
+                        extra={"run": f"{run.namespace}/{run.name}", "task": event.task})
     for child in plan.cancel_children:
         await kube.cancel_run(run.namespace, child)
     return patched

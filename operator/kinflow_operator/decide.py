@@ -77,6 +77,7 @@ class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    task: str | None = None  # the task it is about, for the operator's own log line
 
 
 @dataclass(frozen=True)
@@ -289,12 +290,13 @@ class _Decision:
                           retryAt=format_time(retry_at), **error_patch)
             self.events.append(Event("Warning", "TaskRetrying",
                                      f"task {name} attempt {attempt} failed ({described}); "
-                                     f"attempt {attempt + 1} in {delay:g}s"))
+                                     f"attempt {attempt + 1} in {delay:g}s", name))
         else:
             why = "" if retryable else " (not retryable)"
             self.set_task(name, phase="Failed", completionTime=self.stamp, retryAt=None, **error_patch)
             self.events.append(Event("Warning", "TaskFailed",
-                                     f"task {name} failed on attempt {attempt}{why}: {described}"[:_MESSAGE_LIMIT]))
+                                     f"task {name} failed on attempt {attempt}{why}: {described}"[:_MESSAGE_LIMIT],
+                                     name))
 
     def advance_task(self, task: TaskSpec, spec: RunSpec, failed: list[str]) -> None:
         name = task.name
@@ -363,13 +365,13 @@ class _Decision:
                           completionTime=self.stamp,
                           error=_error("JobRejected", self.obs.rejected_jobs[job], retryable=False))
             self.events.append(Event("Warning", "TaskFailed", f"task {name}: Job {job} was rejected: "
-                                     f"{self.obs.rejected_jobs[job]}"[:_MESSAGE_LIMIT]))
+                                     f"{self.obs.rejected_jobs[job]}"[:_MESSAGE_LIMIT], name))
             return
         self.create_job(name, attempt, resume)
         self.set_task(name, phase="Running", attempt=attempt, resumes=resume, job=job,
                       startTime=self.stamp, retryAt=None, wait=None)
         what = f"resumption {resume} of attempt {attempt}" if resume else f"attempt {attempt}"
-        self.events.append(Event("Normal", "TaskStarted", f"task {name} {what} started as Job {job}"))
+        self.events.append(Event("Normal", "TaskStarted", f"task {name} {what} started as Job {job}", name))
 
     def create_job(self, task: str, attempt: int, resume: int) -> None:
         name = job_name(self.run_.name, task, attempt, resume)

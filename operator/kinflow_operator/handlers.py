@@ -21,6 +21,7 @@ import kopf
 
 from kinflow import _constants as C
 
+from . import metrics
 from . import settings as kinflow_settings
 from .apply import Kube
 from .kubeclient import make_api_client
@@ -36,6 +37,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     """Apply kinflow's kopf settings and make the one Reconciler."""
     kinflow_settings.configure(settings)
     memo.reconciler = Reconciler(Kube(make_api_client()))
+    metrics.runs_source = memo.reconciler.all_runs
 
 
 # --- indexes: what each reconcile reads instead of the API --------------------------

@@ -7,7 +7,6 @@ flags (task image, metrics) and refuses to start without a namespace choice.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 from .config import DEFAULT_TASK_IMAGE, OperatorConfig, set_config
@@ -30,12 +29,9 @@ def run(
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
     from . import metrics
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("kopf").setLevel(logging.WARNING)
+    from . import logs
+
+    logs.configure(verbose)
     if metrics_port:
         metrics.serve(metrics_port)
     kopf.run(

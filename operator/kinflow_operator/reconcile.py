@@ -58,6 +58,11 @@ class Reconciler:
         self.indexes: dict[str, Mapping[Any, Iterable[Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def all_runs(self) -> Iterable[dict[str, Any]]:
+        """Every run the operator knows, from the runs index (for the phase gauge)."""
+        for bodies in list(self.indexes.get("run_index", {}).values()):
+            yield from bodies
+
     def bind(self, **indexes: Mapping[Any, Iterable[Any]]) -> None:
         """Remember kopf's index objects (the same objects every call) for timer wake-ups."""
         self.indexes.update(indexes)
@@ -115,6 +120,10 @@ class Reconciler:
 
     async def _reconcile_once(self, key: Key, state: _RunState) -> None:
         metrics.reconciles.inc()
+        with metrics.reconcile_seconds.time():
+            await self._reconcile_rounds(key, state)
+
+    async def _reconcile_rounds(self, key: Key, state: _RunState) -> None:
         for _ in range(MAX_CONFLICT_ROUNDS):
             body = self._run_body(key, state)
             if body is None:
@@ -142,7 +151,7 @@ class Reconciler:
             except (ApiError, OSError) as exc:
                 return self._backoff(key, state, exc)
             except Exception as exc:  # noqa: BLE001 -- keep the loop alive; say what broke
-                log.exception("reconcile of %s/%s failed", *key)
+                log.exception("reconcile failed", extra={"run": f"{key[0]}/{key[1]}"})
                 return self._backoff(key, state, exc)
             if patched is not None:
                 state.newest = patched
@@ -154,14 +163,14 @@ class Reconciler:
     def _backoff(self, key: Key, state: _RunState, exc: BaseException) -> None:
         state.errors += 1
         delay = min(60.0, 2.0 ** state.errors)
-        log.warning("reconcile of %s/%s failed (%s); again in %.0fs", key[0], key[1], exc, delay)
+        log.warning("reconcile failed (%s); again in %.0fs", exc, delay, extra={"run": f"{key[0]}/{key[1]}"})
         self._schedule(key, state, delay)
 
     async def _get(self, key: Key) -> dict[str, Any] | None:
         try:
             return await self.kube.get_run(*key)
         except ApiError as exc:
-            log.warning("could not read %s/%s: %s", key[0], key[1], exc)
+            log.warning("could not read the run: %s", exc, extra={"run": f"{key[0]}/{key[1]}"})
             return None
 
     def _remember_job(self, state: _RunState, body: Mapping[str, Any]) -> None:

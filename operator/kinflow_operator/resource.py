@@ -194,6 +194,7 @@ class ObservedRun:
     status: RunStatus
     spec_error: str | None = None
     cancel_requested: bool = False
+    created: datetime | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ObservedRun:
@@ -215,6 +216,7 @@ class ObservedRun:
             status=dict(body.get("status") or {}),  # type: ignore[arg-type]
             spec_error=error,
             cancel_requested=bool(raw_spec.get("cancel")),
+            created=parse_time(meta.get("creationTimestamp")),
         )
 
 

@@ -131,11 +131,17 @@ class OperatorProcess:
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"operator-test-{SESSION}.log"
         self.proc: subprocess.Popen | None = None
+        self.metrics_port = _free_port()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kinflow_operator", "--namespace", f"{self.cluster.session_prefix}*"],
+            [sys.executable, "-m", "kinflow_operator", "--namespace", f"{self.cluster.session_prefix}*",
+             "--metrics-port", str(self.metrics_port)],
             env=self.cluster.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             start_new_session=True,
         )
@@ -189,6 +195,14 @@ def bare_namespace(cluster):
             cluster.core.delete_namespace(name, propagation_policy="Background")
         except Exception:
             pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _sa_exists(cluster: Cluster, namespace: str, name: str) -> bool:

@@ -95,3 +95,10 @@ def test_manifest_applies_with_kubectl(cluster, namespace):
     assert json.loads(r.stdout) == {"process": {"status": "5"}, "process2": {"status2": "52"}}
     wait_for(lambda: json.loads(kinflow(cluster, "get", "dagm", "-o", "json", "-n", namespace).stdout)
              .get("status", {}).get("phase") == "Succeeded", 60, "run dagm Succeeded")
+
+
+def test_the_readme_quickstart_runs(cluster, namespace):
+    r = kinflow(cluster, "run", "examples.quickstart:parent", "--wait", "-n", namespace, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)["parent"]["results"]
+    assert [res["process"]["status"] for res in results] == [str(i) for i in range(10)]

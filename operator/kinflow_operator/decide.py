@@ -254,7 +254,7 @@ class _Decision:
         elif job.finished == "Failed":
             if job.reason == "DeadlineExceeded" or (pod is not None and pod.deadline_exceeded):
                 msg = f"attempt {e.get('attempt')} ran longer than executionTimeout {task.executionTimeout}"
-                self.fail_attempt(task, _error("ExecutionTimeout", msg))
+                self.fail_attempt(task, _error("ExecutionTimeout", msg + self.deadlock_hint(task)))
             else:
                 self.fail_attempt(task, _error("PodFailed", _pod_failure_message(job, pod)))
         elif job.finished == "Complete":
@@ -270,10 +270,30 @@ class _Decision:
             if self.now >= deadline:
                 msg = (f"the pod of Job {job.name} did not start within scheduleTimeout "
                        f"{task.scheduleTimeout}")
+                if self.run_.labels.get(C.LABEL_PARENT):
+                    msg += (f"; if parent run {self.run_.labels[C.LABEL_PARENT]} waits for this run in a "
+                            "non-durable task, its pod may hold the slot this pod needs: make the parent "
+                            "a durable task (@wf.durable_task), which gives its pod back while it waits")
                 self.fail_attempt(task, _error("ScheduleTimeout", msg))
                 self.deletes.append(job.name)
             else:
                 self.wakeups.append(deadline)
+
+    def deadlock_hint(self, task: TaskSpec) -> str:
+        """Why a plain task timed out, when it looks like it starved its own children."""
+        if task.durable:
+            return ""
+        from kinflow.spawn import label_value
+
+        mine = label_value(task.name)
+        stuck = [c.name for c in self.obs.children
+                 if c.parent_task == mine and not c.finished and not c.started]
+        if not stuck:
+            return ""
+        return (f" while waiting for {len(stuck)} child run(s) whose pods never started (e.g. {stuck[0]}): "
+                "likely a deadlock, the task's pod holds the slot its children need. Make it a durable "
+                "task (@wf.durable_task / @kf.durable_task), which gives its pod back while it waits, "
+                "or give the cluster more slots")
 
     def fail_attempt(self, task: TaskSpec, error: dict[str, Any], *, retryable: bool = True,
                      write_error: bool = True) -> None:
@@ -339,25 +359,55 @@ class _Decision:
     def advance_waiting(self, task: TaskSpec, e: Mapping[str, Any]) -> None:
         """A durable task waits; resume it with a new Job when the wait is over.
 
-        The hook for durable tasks (issue 5): the wait kinds are `until`
-        (a time) and `children` (names of child runs that must all finish).
+        The wait is over when ANY of its parts is: all its `children` finished,
+        its `until` time came, or its event arrived. A wait of one kind is
+        simply that kind; a task that awaits several things at once (an event
+        with a timeout, asyncio.wait) is resumed by the first, and its replay
+        suspends again if it still needs the rest. A resumption is not a retry:
+        same attempt, `resumes` + 1, a new Job; the wait is cleared in the same
+        status write that names the Job, so a resume happens once.
         """
         wait = e.get("wait") or {}
-        satisfied = True
+        reasons = []
         until = parse_time(wait.get("until"))
-        if until is not None and self.now < until:
-            self.wakeups.append(until)
-            satisfied = False
+        if until is not None:
+            if self.now >= until:
+                reasons.append("its time came")
+            else:
+                self.wakeups.append(until)
         if wait.get("children"):
             finished = {c.name for c in self.obs.children if c.finished}
-            if not set(wait["children"]) <= finished:
-                satisfied = False
+            if set(wait["children"]) <= finished:
+                reasons.append(f"its {len(wait['children'])} children finished")
         if wait.get("event"):
-            satisfied = False  # events are not delivered yet
-        if satisfied:
-            self.start(task, int(e.get("attempt") or 1), resume=int(e.get("resumes") or 0) + 1)
+            event = self.event_for(wait)
+            if event is not None:
+                delivered = dict(e.get("delivered") or {})
+                delivered[wait.get("eventId") or "event0"] = {
+                    "key": event.key, "data": event.data, "event": event.name,
+                    "sentAt": format_time(event.created),
+                }
+                self.set_task(task.name, delivered=delivered)
+                reasons.append(f"event {event.key!r} arrived ({event.name})")
+        if reasons:
+            resume = int(e.get("resumes") or 0) + 1
+            self.start(task, int(e.get("attempt") or 1), resume=resume, why="; ".join(reasons))
 
-    def start(self, task: TaskSpec, attempt: int, resume: int = 0) -> None:
+    def event_for(self, wait: Mapping[str, Any]) -> Any:
+        """The first sent event this wait takes: same key, for this run or for all,
+        created at or after the wait began. creationTimestamp has one-second
+        resolution, so the comparison is to the second."""
+        since = parse_time(wait.get("eventSince"))
+        if since is not None:
+            since = since.replace(microsecond=0)
+        matching = [
+            ev for ev in self.obs.events
+            if ev.key == wait["event"] and ev.run in ("", self.run_.name)
+            and (since is None or ev.created >= since)
+        ]
+        return min(matching, key=lambda ev: (ev.created, ev.name), default=None)
+
+    def start(self, task: TaskSpec, attempt: int, resume: int = 0, why: str = "") -> None:
         name = task.name
         job = job_name(self.run_.name, name, attempt, resume)
         if job in self.obs.rejected_jobs:  # the API refused this Job: say why, do not retry
@@ -368,10 +418,17 @@ class _Decision:
                                      f"{self.obs.rejected_jobs[job]}"[:_MESSAGE_LIMIT], name))
             return
         self.create_job(name, attempt, resume)
+        # startTime stays the attempt's start across resumptions (see docs/design.md).
+        start_time = self.stamp if not resume else (self.entry(name).get("startTime") or self.stamp)
         self.set_task(name, phase="Running", attempt=attempt, resumes=resume, job=job,
-                      startTime=self.stamp, retryAt=None, wait=None)
-        what = f"resumption {resume} of attempt {attempt}" if resume else f"attempt {attempt}"
-        self.events.append(Event("Normal", "TaskStarted", f"task {name} {what} started as Job {job}", name))
+                      startTime=start_time, retryAt=None, wait=None)
+        if resume:
+            self.events.append(Event("Normal", "TaskResumed",
+                                     f"task {name} resumption {resume} of attempt {attempt} started as Job "
+                                     f"{job}: {why or 'its wait is over'}"[:_MESSAGE_LIMIT], name))
+        else:
+            self.events.append(Event("Normal", "TaskStarted",
+                                     f"task {name} attempt {attempt} started as Job {job}", name))
 
     def create_job(self, task: str, attempt: int, resume: int) -> None:
         name = job_name(self.run_.name, task, attempt, resume)

@@ -26,7 +26,7 @@ from . import settings as kinflow_settings
 from .apply import Kube
 from .kubeclient import make_api_client
 from .reconcile import Reconciler
-from .resource import ChildRun, ObservedJob, ObservedPod
+from .resource import ChildRun, ObservedEvent, ObservedJob, ObservedPod
 
 log = logging.getLogger(__name__)
 RUNS = (C.GROUP, C.VERSION, C.PLURAL)
@@ -59,8 +59,24 @@ async def run_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dic
 async def child_index(namespace: str, name: str, labels: kopf.Labels, spec: kopf.Spec,
                       status: kopf.Status, **_: Any) -> dict[Any, Any]:
     """(namespace, parent name) -> ChildRun: what children counts and cancellation need."""
-    child = ChildRun(name=name, phase=status.get("phase") or "Pending", cancel=bool(spec.get("cancel")))
+    child = ChildRun(name=name, phase=status.get("phase") or "Pending", cancel=bool(spec.get("cancel")),
+                     parent_task=labels.get(C.LABEL_PARENT_TASK, ""))
     return {(namespace, labels[C.LABEL_PARENT]): child}
+
+
+@kopf.index(*RUNS)
+async def waiting_index(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[Any, Any]:
+    """(namespace, event key) -> names of runs with a task waiting for that event."""
+    keys = {(e.get("wait") or {}).get("event") for e in (status.get("tasks") or {}).values()
+            if isinstance(e, dict) and e.get("phase") == "Waiting"}
+    return {(namespace, k): name for k in keys if k}
+
+
+@kopf.index("v1", "events", labels={C.LABEL_EVENT: kopf.PRESENT})
+async def event_index(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, event key) -> ObservedEvent: events sent by `kinflow event send`."""
+    event = ObservedEvent.from_body(body)
+    return {(namespace, event.key): event} if event is not None else {}
 
 
 @kopf.index("batch", "v1", "jobs", labels={C.LABEL_RUN: kopf.PRESENT})
@@ -79,26 +95,48 @@ async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: A
 
 
 @kopf.on.event(*RUNS)
-async def run_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels, memo: kopf.Memo,
-                      run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
-                      pod_index: kopf.Index, **_: Any) -> None:
-    """A run was listed, added, changed or deleted: reconcile it, and recount its parent."""
+async def run_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels, status: kopf.Status,
+                      memo: kopf.Memo, run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
+                      pod_index: kopf.Index, waiting_index: kopf.Index, event_index: kopf.Index,
+                      **_: Any) -> None:
+    """A run was listed, added, changed or deleted: reconcile it, and recount its parent
+    (at once when the parent waits for it in a durable task: that resumes the parent)."""
     reconciler: Reconciler = memo.reconciler
-    reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index)
+    reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index,
+                    waiting_index=waiting_index, event_index=event_index)
     if type == "DELETED":
         reconciler.forget((namespace, name))
     else:
         await reconciler.reconcile((namespace, name))
     parent = labels.get(C.LABEL_PARENT)
     if parent:
-        reconciler.poke_parent((namespace, parent))
+        finished = status.get("phase") in C.TERMINAL_PHASES and status.get("completionTime")
+        if not (finished and reconciler.child_finished((namespace, parent), name)):
+            reconciler.poke_parent((namespace, parent))
+
+
+@kopf.on.event("v1", "events", labels={C.LABEL_EVENT: kopf.PRESENT})
+async def event_sent(type: str | None, namespace: str, body: kopf.Body, memo: kopf.Memo,
+                     run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
+                     pod_index: kopf.Index, waiting_index: kopf.Index, event_index: kopf.Index,
+                     **_: Any) -> None:
+    """`kinflow event send` created an Event: reconcile the runs waiting for its key (also
+    for Events listed at start-up, so an event sent while the operator was down is delivered)."""
+    reconciler: Reconciler = memo.reconciler
+    reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index,
+                    waiting_index=waiting_index, event_index=event_index)
+    event = ObservedEvent.from_body(body)
+    if event is not None and type != "DELETED":
+        reconciler.event_sent(namespace, event)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={C.LABEL_RUN: kopf.PRESENT})
 async def job_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo,
                       run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
-                      pod_index: kopf.Index, **_: Any) -> None:
+                      pod_index: kopf.Index, waiting_index: kopf.Index, event_index: kopf.Index,
+                      **_: Any) -> None:
     """One of a run's Jobs changed (created, started, finished, deleted): reconcile the run."""
     reconciler: Reconciler = memo.reconciler
-    reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index)
+    reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index,
+                    waiting_index=waiting_index, event_index=event_index)
     await reconciler.reconcile((namespace, labels[C.LABEL_RUN]))

@@ -23,7 +23,9 @@ conflicts = Counter("kinflow_status_conflicts_total", "Status patches refused as
 writes = Counter("kinflow_api_writes_total", "API writes by the operator", ["kind"], registry=REGISTRY)
 jobs_created = Counter("kinflow_jobs_created_total", "Jobs created, one per task attempt or resumption",
                        registry=REGISTRY)
-tasks_started = Counter("kinflow_tasks_started_total", "Task attempts started (first runs, retries, resumptions)",
+tasks_started = Counter("kinflow_tasks_started_total", "Task attempts started (first runs and retries)",
+                        registry=REGISTRY)
+tasks_resumed = Counter("kinflow_tasks_resumed_total", "Durable task resumptions (a wait was over; not retries)",
                         registry=REGISTRY)
 tasks_retried = Counter("kinflow_tasks_retried_total", "Failed task attempts that will be retried",
                         registry=REGISTRY)
@@ -34,7 +36,8 @@ spawn_to_running = Histogram(
     "kinflow_spawn_to_running_seconds", "From a run's creation to its first task pod running",
     registry=REGISTRY, buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600))
 
-_EVENT_COUNTERS = {"TaskStarted": tasks_started, "TaskRetrying": tasks_retried, "TaskFailed": tasks_failed}
+_EVENT_COUNTERS = {"TaskStarted": tasks_started, "TaskResumed": tasks_resumed, "TaskRetrying": tasks_retried,
+                   "TaskFailed": tasks_failed}
 
 
 def count_events(reasons: Iterable[str]) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,7 @@ from . import metrics
 from .apply import ApiError, Conflict, JobRejected, Kube, apply_plan
 from .config import get_config
 from .decide import decide
-from .resource import ChildRun, Observation, ObservedJob, ObservedPod, ObservedRun, utcnow
+from .resource import ChildRun, Observation, ObservedEvent, ObservedJob, ObservedPod, ObservedRun, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,27 @@ class Reconciler:
             self._spawn(key)
 
         asyncio.get_running_loop().call_later(delay, fire)
+
+    def child_finished(self, key: Key, child: str) -> bool:
+        """A child reached a final phase: if its parent waits for it in a durable task,
+        reconcile the parent now (not at the coalesced once-a-second recount), so the
+        resume latency is one reconcile. True if it did."""
+        body = next(iter(self.indexes.get("run_index", {}).get(key, ())), None)
+        if body is None:
+            return False
+        for entry in ((body.get("status") or {}).get("tasks") or {}).values():
+            if entry.get("phase") == "Waiting" and child in ((entry.get("wait") or {}).get("children") or ()):
+                self._spawn(key)
+                return True
+        return False
+
+    def event_sent(self, namespace: str, event: ObservedEvent) -> list[str]:
+        """An event was sent: reconcile every run in the namespace whose task waits for its key."""
+        runs = [r for r in self.indexes.get("waiting_index", {}).get((namespace, event.key), ())
+                if not event.run or r == event.run]
+        for run in dict.fromkeys(runs):
+            self._spawn((namespace, run))
+        return runs
 
     def _spawn(self, key: Key) -> None:
         task = asyncio.ensure_future(self.reconcile(key))
@@ -199,9 +221,23 @@ class Reconciler:
         for pod in self.indexes.get("pod_index", {}).get(key, ()):
             if pod.job not in pods or pod.started:
                 pods[pod.job] = pod
-        children: tuple[ChildRun, ...] = tuple(self.indexes.get("child_index", {}).get(key, ()))
+        children = tuple(self._with_started(key[0], c) for c in self.indexes.get("child_index", {}).get(key, ()))
         return Observation(run=ObservedRun.from_body(body), jobs=jobs, pods=pods, children=children,
-                           rejected_jobs=dict(state.rejected_jobs))
+                           rejected_jobs=dict(state.rejected_jobs), events=self._events_for(key[0], body))
+
+    def _with_started(self, namespace: str, child: ChildRun) -> ChildRun:
+        """Did any pod of an unfinished child start? (A deadlocked parent's children did not.)"""
+        if child.finished:
+            return child
+        started = any(p.started for p in self.indexes.get("pod_index", {}).get((namespace, child.name), ()))
+        return dataclasses.replace(child, started=started)
+
+    def _events_for(self, namespace: str, body: Mapping[str, Any]) -> tuple[ObservedEvent, ...]:
+        """The sent events with the keys this run's waiting tasks wait for."""
+        keys = {(e.get("wait") or {}).get("event") for e in ((body.get("status") or {}).get("tasks") or {}).values()
+                if e.get("phase") == "Waiting"}
+        index = self.indexes.get("event_index", {})
+        return tuple(ev for k in keys if k for ev in index.get((namespace, k), ()))
 
 
 def _newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -123,9 +123,14 @@ class TaskError(TypedDict, total=False):
 
 
 class TaskWait(TypedDict, total=False):
+    """What a durable task waits for; over when all `children` finished, OR `until`
+    passed, OR the event arrived, whichever first (see docs/design.md)."""
+
     children: list[str]
     until: str
     event: str
+    eventSince: str  # events created at or after this (to the second) are delivered
+    eventId: str  # the checkpoint the delivered event goes under in `delivered`
 
 
 class TaskStatus(TypedDict, total=False):
@@ -142,6 +147,8 @@ class TaskStatus(TypedDict, total=False):
     output: Any
     error: TaskError
     wait: TaskWait
+    checkpoints: dict[str, Any]  # runner-owned: replay-stable values of a durable task
+    delivered: dict[str, Any]  # operator-owned: events delivered to it, by eventId
 
 
 class Condition(TypedDict, total=False):
@@ -329,15 +336,46 @@ class ObservedPod:
 
 @dataclass(frozen=True)
 class ChildRun:
-    """A direct child run, from the runs index: enough for counts and cancellation."""
+    """A direct child run, from the runs index: enough for counts, cancellation, resuming
+    a durable parent, and telling a deadlocked parent why (`started`: a pod of it ran)."""
 
     name: str
     phase: str = "Pending"
     cancel: bool = False
+    parent_task: str = ""  # the kinflow.io/parent-task label (sanitised task name)
+    started: bool = True
 
     @property
     def finished(self) -> bool:
         return self.phase in C.TERMINAL_PHASES
+
+
+@dataclass(frozen=True)
+class ObservedEvent:
+    """An event sent with `kinflow event send` (a core/v1 Event, see docs/design.md)."""
+
+    name: str
+    key: str
+    data: Any
+    created: datetime
+    run: str = ""  # the targeted run, or "" for every waiting run in the namespace
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ObservedEvent | None:
+        import json
+
+        meta = body.get("metadata", {})
+        notes = meta.get("annotations") or {}
+        key = notes.get(C.ANNOTATION_EVENT_KEY)
+        if not key:
+            return None
+        try:
+            data = json.loads(notes.get(C.ANNOTATION_EVENT_DATA) or "null")
+        except ValueError:
+            data = notes.get(C.ANNOTATION_EVENT_DATA)
+        created = parse_time(meta.get("creationTimestamp")) or datetime.now(timezone.utc)
+        return cls(name=meta.get("name", ""), key=key, data=data, created=created,
+                   run=notes.get(C.ANNOTATION_EVENT_RUN, ""))
 
 
 @dataclass(frozen=True)
@@ -349,6 +387,7 @@ class Observation:
     pods: Mapping[str, ObservedPod] = field(default_factory=dict)  # by Job name
     children: tuple[ChildRun, ...] = ()
     rejected_jobs: Mapping[str, str] = field(default_factory=dict)  # Job name -> why the API refused it
+    events: tuple[ObservedEvent, ...] = ()  # sent events with the keys this run's tasks wait for
 
 
 def utcnow() -> datetime:

@@ -153,10 +153,11 @@ part of the ClusterRole otherwise).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# kopf posts Kubernetes Events on the runs it handles.
+# kopf posts Kubernetes Events on the runs it handles; the operator also lists and
+# watches the Events `kinflow event send` creates, to resume durable tasks.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "get", "list", "watch"]
 {{- end -}}
 
 {{/*

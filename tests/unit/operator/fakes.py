@@ -56,11 +56,12 @@ def job_body(task: str, attempt: int = 1, *, created: datetime = NOW, ready: int
 
 
 def observe(body: dict[str, Any], jobs: list[dict[str, Any]] = (), pods: list[dict[str, Any]] = (),
-            children: list[ChildRun] = (), rejected: dict[str, str] | None = None) -> Observation:
+            children: list[ChildRun] = (), rejected: dict[str, str] | None = None,
+            events: tuple = ()) -> Observation:
     observed_jobs = {j.name: j for j in (ObservedJob.from_body(b) for b in jobs)}
     observed_pods = {p.job: p for p in (ObservedPod.from_body(b) for b in pods)}
     return Observation(run=ObservedRun.from_body(body), jobs=observed_jobs, pods=observed_pods,
-                       children=tuple(children), rejected_jobs=rejected or {})
+                       children=tuple(children), rejected_jobs=rejected or {}, events=tuple(events))
 
 
 def task(name: str, *parents: str, **extra: Any) -> dict[str, Any]:

@@ -342,3 +342,116 @@ def test_durations():
     assert parse_duration("1.5m") == 90
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+
+
+# --- durable tasks: resuming waits ------------------------------------------------------------------
+
+from kinflow_operator.resource import ObservedEvent  # noqa: E402
+
+DURABLE = [task("spawn", durable=True)]
+
+
+def waiting(wait, **entry):
+    """A run whose durable task `spawn` reported Waiting from its first Job."""
+    _, body = step(run_body(DURABLE))
+    return report(body, "spawn", "Waiting", wait=wait, **entry)
+
+
+def test_a_waiting_task_is_resumed_when_all_its_children_finished_not_before():
+    body = waiting({"children": ["c0", "c1"]})
+    plan, body = step(body, children=[ChildRun("c0", "Succeeded"), ChildRun("c1", "Running")])
+    assert plan.create_jobs == () and body["status"]["phase"] == "Waiting"
+    plan, body = step(body, children=[ChildRun("c0", "Succeeded"), ChildRun("c1", "Failed")])
+    assert [j.name for j in plan.create_jobs] == [job_name(RUN, "spawn", 1, 1)]
+    entry = body["status"]["tasks"]["spawn"]
+    assert entry["attempt"] == 1 and entry["resumes"] == 1  # no retry budget spent
+    assert entry["phase"] == "Running" and "wait" not in entry
+    assert [e.reason for e in plan.events] == ["TaskResumed"] and "2 children finished" in plan.events[0].message
+    # deciding again (a restart, a duplicate event) creates nothing more
+    again = decide(observe(body, [job_body("spawn", resume=1)],
+                           children=[ChildRun("c0", "Succeeded"), ChildRun("c1", "Failed")]), NOW)
+    assert again.create_jobs == () and "tasks" not in again.status_patch
+
+
+def test_a_sleep_resumes_at_its_wake_time_exactly():
+    body = waiting({"until": "2026-01-02T03:04:15.678Z"})  # NOW + 10 s
+    plan, body = step(body)
+    assert plan.create_jobs == () and plan.requeue_after == pytest.approx(10.0)
+    plan, body = step(body, now=at(10))
+    assert [j.name for j in plan.create_jobs] == [job_name(RUN, "spawn", 1, 1)]
+    assert "its time came" in plan.events[0].message
+
+
+def test_the_start_time_is_the_attempts_across_resumptions():
+    body = waiting({"until": "2026-01-02T03:04:06.000Z"})
+    started = body["status"]["tasks"]["spawn"]["startTime"]
+    _, body = step(body, now=at(5))
+    assert body["status"]["tasks"]["spawn"]["startTime"] == started
+
+
+def sent(name, key, seconds, data=None, run=""):
+    return ObservedEvent(name=name, key=key, data=data, created=at(seconds).replace(microsecond=0), run=run)
+
+
+def test_an_event_sent_after_the_wait_began_is_delivered_and_resumes():
+    body = waiting({"event": "approve", "eventSince": "2026-01-02T03:04:05.678Z", "eventId": "event0"})
+    plan, body = step(body, events=(sent("e-old", "approve", -2, {"ok": False}),
+                                    sent("e-other", "deny", 3, {"ok": False})))
+    assert plan.create_jobs == ()  # one before the wait, one with another key
+    plan, body = step(body, events=(sent("e-old", "approve", -2), sent("e1", "approve", 3, {"ok": True}),
+                                    sent("e2", "approve", 4, {"ok": "later"})))
+    entry = body["status"]["tasks"]["spawn"]
+    assert entry["delivered"]["event0"]["data"] == {"ok": True} and entry["delivered"]["event0"]["event"] == "e1"
+    assert [j.name for j in plan.create_jobs] == [job_name(RUN, "spawn", 1, 1)]
+
+
+def test_an_event_in_the_same_second_as_the_wait_counts_as_after_it():
+    body = waiting({"event": "k", "eventSince": "2026-01-02T03:04:05.900Z", "eventId": "event0"})
+    plan, _ = step(body, events=(sent("e1", "k", 0.0),))  # creationTimestamp 03:04:05 (whole seconds)
+    assert plan.create_jobs
+
+
+def test_an_event_for_another_run_is_not_delivered():
+    body = waiting({"event": "k", "eventSince": "2026-01-02T03:04:05.000Z", "eventId": "event0"})
+    plan, _ = step(body, events=(sent("e1", "k", 1, run="someone-else"),))
+    assert plan.create_jobs == ()
+    plan, _ = step(body, events=(sent("e1", "k", 1, run=RUN),))
+    assert plan.create_jobs
+
+
+def test_an_event_wait_with_a_timeout_resumes_on_whichever_comes_first():
+    body = waiting({"event": "k", "eventSince": "2026-01-02T03:04:05.000Z", "eventId": "event0",
+                    "until": "2026-01-02T03:04:35.000Z"})
+    plan, _ = step(body, now=at(29))
+    assert plan.create_jobs == () and plan.requeue_after == pytest.approx(0.322)
+    plan, body = step(body, now=at(30))
+    assert plan.create_jobs and "delivered" not in body["status"]["tasks"]["spawn"]
+
+
+def test_a_plain_parent_timed_out_with_unstarted_children_names_the_deadlock():
+    tasks = [task("spawn", executionTimeout="10s")]
+    _, body = step(run_body(tasks))
+    stuck = [ChildRun("c0", "Running", parent_task="spawn", started=False),
+             ChildRun("c1", "Pending", parent_task="spawn", started=False)]
+    plan, body = step(body, [job_body("spawn", condition=("Failed", "DeadlineExceeded"))], children=stuck)
+    error = body["status"]["tasks"]["spawn"]["error"]
+    assert error["type"] == "ExecutionTimeout"
+    assert "2 child run(s) whose pods never started" in error["message"]
+    assert "durable_task" in error["message"] and "holds the slot" in error["message"]
+    assert body["status"]["phase"] == "Failed"
+
+
+def test_a_timeout_with_children_that_ran_is_a_plain_timeout():
+    tasks = [task("spawn", executionTimeout="10s")]
+    _, body = step(run_body(tasks))
+    ran = [ChildRun("c0", "Running", parent_task="spawn", started=True)]
+    _, body = step(body, [job_body("spawn", condition=("Failed", "DeadlineExceeded"))], children=ran)
+    assert "deadlock" not in body["status"]["tasks"]["spawn"]["error"]["message"]
+
+
+def test_a_child_that_cannot_start_says_its_parent_may_hold_the_slot():
+    tasks = [task("work", scheduleTimeout="5s")]
+    _, body = step(run_body(tasks, labels={"kinflow.io/parent": "p1"}))
+    _, body = step(body, [job_body("work")], now=at(6))
+    message = body["status"]["tasks"]["work"]["error"]["message"]
+    assert "parent run p1" in message and "durable task" in message

@@ -1,4 +1,4 @@
-"""`kinflow run | get | tree | logs | cancel | manifest`: the commands people type.
+"""`kinflow run | get | tree | logs | cancel | event send | manifest`: the commands people type.
 
 Each command is a small function taking parsed args and returning an exit code;
 a user mistake prints one clear line on stderr, never a traceback.
@@ -55,6 +55,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cancel.add_argument("run")
     common(cancel)
     cancel.set_defaults(func=_guard(cmd_cancel))
+
+    event = sub.add_parser("event", help="send an event to the durable tasks waiting for its key")
+    event_sub = event.add_subparsers(dest="event_command", required=True)
+    send = event_sub.add_parser("send", help="send event KEY with JSON data (see docs/design.md, Events)")
+    send.add_argument("key", metavar="NAME", help="the event key tasks wait for (ctx.aio_wait_for_event(NAME))")
+    send.add_argument("--data", default="{}", help="the event's data as JSON (default {})")
+    send.add_argument("--run", default=None, help="deliver only to this run (default: every waiting run)")
+    common(send)
+    send.set_defaults(func=_guard(cmd_event_send))
 
     manifest = sub.add_parser("manifest", help="print the WorkflowRun YAML for a workflow defined in Python")
     manifest.add_argument("entrypoint")
@@ -250,6 +259,24 @@ def cmd_cancel(args) -> int:
     reader = _reader(args)
     reader.cancel(args.run)
     print(f"workflowrun {reader.namespace}/{args.run}: cancel requested (its subtree follows)")
+    return 0
+
+
+def cmd_event_send(args) -> int:
+    from kinflow_cli.events import send
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as e:
+        raise UserError(f"--data is not valid JSON: {e}") from None
+    reader = _reader(args)
+    try:
+        name, matched = send(reader, args.key, data, args.run)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    where = f"run {args.run}" if args.run else f"namespace {reader.namespace}"
+    print(f"event {args.key!r} sent to {where} as Event {name}; "
+          f"{len(matched)} waiting run(s) matched" + (f": {', '.join(matched)}" if matched else ""))
     return 0
 
 

@@ -182,6 +182,8 @@ def _follow(reader, name: str, timeout: float | None) -> dict:
     console = Console(stderr=True)
     deadline = time.monotonic() + timeout if timeout else None
     root = reader.tree(name)
+    if not console.is_terminal:
+        return _follow_lines(reader, root, console, deadline, timeout)
     with Live(Group(run_tree(root), totals_line(root)), console=console, refresh_per_second=4,
               transient=False) as live:
         while not root.terminal:
@@ -190,6 +192,26 @@ def _follow(reader, name: str, timeout: float | None) -> dict:
             time.sleep(1.0)
             root = reader.tree(name)
             live.update(Group(run_tree(root), totals_line(root)))
+    return root.body
+
+
+def _follow_lines(reader, root, console, deadline, timeout) -> dict:
+    """Not a terminal (CI, a log file): a progress line each time the counts change, then the tree."""
+    from kinflow_cli.render import run_tree, totals_line
+
+    last = None
+    while True:
+        line = totals_line(root)
+        if line.plain != last:
+            console.print(line)
+            last = line.plain
+        if root.terminal:
+            break
+        if deadline and time.monotonic() > deadline:
+            raise UserError(f"run {root.name} not finished after {timeout:.0f}s")
+        time.sleep(1.0)
+        root = reader.tree(root.name)
+    console.print(run_tree(root))
     return root.body
 
 

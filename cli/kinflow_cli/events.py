@@ -33,7 +33,8 @@ def build_event(namespace: str, key: str, data: Any, run: dict | None = None,
         involved = {"apiVersion": C.API_VERSION, "kind": C.KIND, "name": meta["name"],
                     "namespace": namespace, "uid": meta.get("uid")}
     else:
-        involved = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
+        # The API requires involvedObject.namespace == the Event's, even for the Namespace itself.
+        involved = {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace}
     prefix = (dns_label(key)[:40].rstrip("-") or "event")
     return {
         "apiVersion": "v1",
@@ -71,6 +72,7 @@ def send(reader, key: str, data: Any, run_name: str | None = None) -> tuple[str,
     """Create the Event; return its name and the runs waiting for the key right now."""
     run = reader.get(run_name) if run_name else None
     body = build_event(reader.namespace, key, data, run)
+    # Count before sending: the operator resumes the waiting tasks within milliseconds.
+    matched = waiting_for([run] if run is not None else reader.list(""), key)
     reader.core.create_namespaced_event(reader.namespace, body)
-    runs = [run] if run is not None else reader.list("")
-    return body["metadata"]["name"], waiting_for(runs, key)
+    return body["metadata"]["name"], matched

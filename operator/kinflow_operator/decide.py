@@ -254,7 +254,8 @@ class _Decision:
         elif job.finished == "Failed":
             if job.reason == "DeadlineExceeded" or (pod is not None and pod.deadline_exceeded):
                 msg = f"attempt {e.get('attempt')} ran longer than executionTimeout {task.executionTimeout}"
-                self.fail_attempt(task, _error("ExecutionTimeout", msg + self.deadlock_hint(task)))
+                ended = job.finished_at or self.now
+                self.fail_attempt(task, _error("ExecutionTimeout", msg + self.deadlock_hint(task, ended)))
             else:
                 self.fail_attempt(task, _error("PodFailed", _pod_failure_message(job, pod)))
         elif job.finished == "Complete":
@@ -279,21 +280,28 @@ class _Decision:
             else:
                 self.wakeups.append(deadline)
 
-    def deadlock_hint(self, task: TaskSpec) -> str:
-        """Why a plain task timed out, when it looks like it starved its own children."""
+    def deadlock_hint(self, task: TaskSpec, ended: datetime) -> str:
+        """Why a plain task timed out, when it looks like it starved its own children.
+
+        Starved children are unfinished ones whose pods had not started when the
+        task's pod was killed; one that got the freed slot a moment later still
+        counts (pod start times have one-second resolution, hence the margin).
+        """
         if task.durable:
             return ""
         from kinflow.spawn import label_value
 
         mine = label_value(task.name)
+        margin = ended - timedelta(seconds=2)
         stuck = [c.name for c in self.obs.children
-                 if c.parent_task == mine and not c.finished and not c.started]
+                 if c.parent_task == mine and not c.finished
+                 and (not c.started or (c.started_at is not None and c.started_at >= margin))]
         if not stuck:
             return ""
-        return (f" while waiting for {len(stuck)} child run(s) whose pods never started (e.g. {stuck[0]}): "
-                "likely a deadlock, the task's pod holds the slot its children need. Make it a durable "
-                "task (@wf.durable_task / @kf.durable_task), which gives its pod back while it waits, "
-                "or give the cluster more slots")
+        return (f" while waiting for {len(stuck)} child run(s) whose pods could not start while it ran "
+                f"(e.g. {stuck[0]}): likely a deadlock, the task's pod holds the slot its children need. "
+                "Make it a durable task (@wf.durable_task / @kf.durable_task), which gives its pod back "
+                "while it waits, or give the cluster more slots")
 
     def fail_attempt(self, task: TaskSpec, error: dict[str, Any], *, retryable: bool = True,
                      write_error: bool = True) -> None:

@@ -229,8 +229,9 @@ class Reconciler:
         """Did any pod of an unfinished child start? (A deadlocked parent's children did not.)"""
         if child.finished:
             return child
-        started = any(p.started for p in self.indexes.get("pod_index", {}).get((namespace, child.name), ()))
-        return dataclasses.replace(child, started=started)
+        pods = [p for p in self.indexes.get("pod_index", {}).get((namespace, child.name), ()) if p.started]
+        starts = [p.start_time for p in pods if p.start_time is not None]
+        return dataclasses.replace(child, started=bool(pods), started_at=min(starts, default=None))
 
     def _events_for(self, namespace: str, body: Mapping[str, Any]) -> tuple[ObservedEvent, ...]:
         """The sent events with the keys this run's waiting tasks wait for."""

@@ -306,6 +306,7 @@ class ObservedPod:
     reason: str = ""  # container termination reason, or the pod's reason (DeadlineExceeded...)
     message: str = ""
     deadline_exceeded: bool = False  # the kubelet killed it at activeDeadlineSeconds
+    start_time: datetime | None = None  # when the kubelet started it (status.startTime)
 
     @property
     def started(self) -> bool:
@@ -331,6 +332,7 @@ class ObservedPod:
             reason=reason or "",
             message=message or "",
             deadline_exceeded=deadline_exceeded,
+            start_time=parse_time(status.get("startTime")) if status.get("phase") != "Pending" else None,
         )
 
 
@@ -344,6 +346,7 @@ class ChildRun:
     cancel: bool = False
     parent_task: str = ""  # the kinflow.io/parent-task label (sanitised task name)
     started: bool = True
+    started_at: datetime | None = None  # its first pod's start, when known
 
     @property
     def finished(self) -> bool:

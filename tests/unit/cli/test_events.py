@@ -15,7 +15,7 @@ def test_the_event_round_trips_to_what_the_operator_reads():
     now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     body = build_event("ns", "approval:order 7", {"ok": True}, now=now)
     assert body["reason"] == "KinflowEvent" and body["metadata"]["labels"] == {C.LABEL_EVENT: "true"}
-    assert body["involvedObject"] == {"apiVersion": "v1", "kind": "Namespace", "name": "ns"}
+    assert body["involvedObject"] == {"apiVersion": "v1", "kind": "Namespace", "name": "ns", "namespace": "ns"}
     body["metadata"]["creationTimestamp"] = "2026-01-02T03:04:05Z"
     event = ObservedEvent.from_body(body)
     assert (event.key, event.data, event.run, event.created) == ("approval:order 7", {"ok": True}, "", now)

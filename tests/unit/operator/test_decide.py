@@ -436,7 +436,7 @@ def test_a_plain_parent_timed_out_with_unstarted_children_names_the_deadlock():
     plan, body = step(body, [job_body("spawn", condition=("Failed", "DeadlineExceeded"))], children=stuck)
     error = body["status"]["tasks"]["spawn"]["error"]
     assert error["type"] == "ExecutionTimeout"
-    assert "2 child run(s) whose pods never started" in error["message"]
+    assert "2 child run(s) whose pods could not start while it ran" in error["message"]
     assert "durable_task" in error["message"] and "holds the slot" in error["message"]
     assert body["status"]["phase"] == "Failed"
 
@@ -455,3 +455,13 @@ def test_a_child_that_cannot_start_says_its_parent_may_hold_the_slot():
     _, body = step(body, [job_body("work")], now=at(6))
     message = body["status"]["tasks"]["work"]["error"]["message"]
     assert "parent run p1" in message and "durable task" in message
+
+
+def test_a_child_that_got_the_slot_only_when_the_parent_was_killed_counts_as_starved():
+    tasks = [task("spawn", executionTimeout="10s")]
+    _, body = step(run_body(tasks))
+    late = [ChildRun("c0", "Running", parent_task="spawn", started=True, started_at=at(10))]
+    _, body = step(body, [job_body("spawn", condition=("Failed", "DeadlineExceeded"), finished_at=at(10))],
+                   children=late, now=at(11))
+    message = body["status"]["tasks"]["spawn"]["error"]["message"]
+    assert "1 child run(s) whose pods could not start while it ran" in message

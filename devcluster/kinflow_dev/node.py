@@ -9,6 +9,10 @@ token. It reports pod status as a kubelet does, enforces activeDeadlineSeconds,
 terminates pods on deletion, and keeps logs on disk (see podstore for the
 layout and `read_log`).
 
+Runner pods (`python -m kinflow.runner` in the node's own interpreter setup) are
+forked from a warm interpreter, the node's fork server, instead of exec'd: same
+pod, a fraction of the CPU (see forkserver; --no-fork-server turns it off).
+
 Threads: one watches pods, one renews the Lease, and one per pod supervises its
 processes. Every wait blocks on something (socket, pidfd, eventfd, timer), so an
 idle node uses no CPU.
@@ -38,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .forkserver import ForkServer, ForkServerError
 from .logserver import start_log_server
 from .kubeclient import STRATEGIC_PATCH, MERGE_PATCH, ApiError, KubeClient, WatchExpired, pod_path
 from .podspec import (
@@ -116,6 +121,7 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[JSON] = field(default_factory=list)
     kill_pods_on_exit: bool = False
+    fork_server: bool = True  # fork runner pods from a warm interpreter (see forkserver)
 
     @property
     def pods_dir(self) -> Path:
@@ -383,26 +389,19 @@ class PodWorker(threading.Thread):
 
     def _prepare_once(self) -> None:
         spec = self.pod["spec"]
-        cfg = self.agent.config
         extra = {
             "HOSTNAME": self.pod["metadata"]["name"],
-            "PYTHONUNBUFFERED": "1",  # logs appear as they are written, for `kinflow logs -f`
+            **self.agent.interpreter_env(),
             "KUBERNETES_SERVICE_HOST": self.agent.client.creds.host,
             "KUBERNETES_SERVICE_PORT": str(self.agent.client.creds.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.agent.client.creds.port),
         }
-        if cfg.pythonpath:
-            extra["PYTHONPATH"] = cfg.pythonpath
         if spec.get("automountServiceAccountToken", True) and self.token_refresh_at is None:
             self.refresh_token()
         if spec.get("automountServiceAccountToken", True):
             extra["KUBECONFIG"] = str(self.files.kubeconfig)
             extra["KINFLOW_SERVICEACCOUNT_DIR"] = str(self.files.sa_dir)
-        base = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-        # Commands such as `kinflow` resolve in the pods' Python environment first
-        # (a virtualenv need not be activated for its scripts to be found).
-        base["PATH"] = os.pathsep.join(
-            p for p in [os.path.dirname(cfg.python), base.get("PATH", "")] if p)
+        base = self.agent.base_env()
         for container in self.init_specs + self.main_specs:
             self.env[container["name"]] = build_env(self.pod, container, base, extra, self.agent.lookup_ref)
 
@@ -568,19 +567,54 @@ class PodWorker(threading.Thread):
             return None
         exit_file = self.files.exit_file(name)
         exit_file.unlink(missing_ok=True)
-        with open(self.files.log(name), "ab") as log_file:
-            popen = subprocess.Popen(
-                shim_argv(exit_file, argv), stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, cwd=cfg.workdir, env=env, start_new_session=True)
-        pid_start = pid_start_time(popen.pid)
-        run.state, run.pid, run.started_at = "running", popen.pid, now_rfc3339()
+        proc = self._start_forked(run, argv, env)
+        if proc is None:
+            with open(self.files.log(name), "ab") as log_file:
+                popen = subprocess.Popen(
+                    shim_argv(exit_file, argv), stdin=subprocess.DEVNULL, stdout=log_file,
+                    stderr=subprocess.STDOUT, cwd=cfg.workdir, env=env, start_new_session=True)
+            pid_start = pid_start_time(popen.pid)
+            self._mark_running(run, popen.pid, pid_start)
+            proc = Proc(name, popen.pid, pid_start, os.pidfd_open(popen.pid), popen)
+        self.procs[name] = proc
+        _event("started", self.key, container=name, pid=proc.pid, restarts=run.restart_count or None,
+               via="fork" if proc.popen is None else None)
+        return proc
+
+    def _mark_running(self, run: ContainerRun, pid: int, pid_start: int | None) -> None:
+        """Record the new process on disk before it can do anything (see podstore)."""
+        run.state, run.pid, run.started_at = "running", pid, now_rfc3339()
         run.exit_code = None
         run.reason = run.message = ""
         self._record(run, pid_start=pid_start)
-        proc = Proc(name, popen.pid, pid_start, os.pidfd_open(popen.pid), popen)
-        self.procs[name] = proc
-        _event("started", self.key, container=name, pid=popen.pid, restarts=run.restart_count or None)
-        return proc
+
+    def _start_forked(self, run: ContainerRun, argv: list[str], env: dict[str, str]) -> Proc | None:
+        """Start a runner container by the node's fork server; None: use the exec path.
+
+        The shim S the server forked leads the pod's process group and writes its
+        exit file, like the exec path's shell shim; the node is not its parent, so
+        it is watched like an adopted process (pidfd + exit file). S runs the pod
+        only once its pid is recorded here (`go`), so a crash anywhere in between
+        leaves nothing running that the node does not know about.
+        """
+        server = self.agent.forkserver
+        if server is None or server.refusal(argv, env, self.agent.config.workdir) is not None:
+            return None
+        try:
+            forked = server.spawn(argv, env, self.agent.config.workdir, self.files.log(run.name),
+                                  self.files.exit_file(run.name))
+        except ForkServerError as exc:
+            log.debug("fork server did not start pod=%s container=%s (%s); exec instead", self.key, run.name, exc)
+            return None
+        pid_start = pid_start_time(forked.pid)
+        if pid_start is None:  # S died already: nothing of the pod ran
+            forked.abandon()
+            return None
+        self._mark_running(run, forked.pid, pid_start)
+        if not forked.go():
+            os.close(forked.pidfd)
+            return None
+        return Proc(run.name, forked.pid, pid_start, forked.pidfd, None)
 
     # -- reporting ------------------------------------------------------------------
 
@@ -660,6 +694,35 @@ class NodeAgent:
         self.kubelet_version = "v0.0.0"
         self._last_error: tuple[str, float] = ("", 0.0)
         self.log_port = 0  # the kubelet endpoint for `kubectl logs`; 0 when not served
+        self.forkserver: ForkServer | None = None  # set in run() unless --no-fork-server
+
+    # -- what pods start from ------------------------------------------------------------
+
+    def base_env(self) -> dict[str, str]:
+        """The part of a pod's env taken from the agent's own (never all of it: it may hold
+        an admin KUBECONFIG)."""
+        base = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+        # Commands such as `kinflow` resolve in the pods' Python environment first
+        # (a virtualenv need not be activated for its scripts to be found).
+        base["PATH"] = os.pathsep.join(
+            p for p in [os.path.dirname(self.config.python), base.get("PATH", "")] if p)
+        return base
+
+    def interpreter_env(self) -> dict[str, str]:
+        """What the node adds for Python itself: unbuffered output (logs appear as they are
+        written, for `kinflow logs -f`) and the pods' PYTHONPATH."""
+        env = {"PYTHONUNBUFFERED": "1"}
+        if self.config.pythonpath:
+            env["PYTHONPATH"] = self.config.pythonpath
+        return env
+
+    def start_fork_server(self) -> None:
+        """Start the fork server with exactly what a runner pod's interpreter starts with."""
+        cfg = self.config
+        self.forkserver = ForkServer(cfg.python, cfg.workdir, {**self.base_env(), **self.interpreter_env()},
+                                     cfg.pods_dir.parent / "forkserver.json")
+        # In the background: registration need not wait for the preloading.
+        threading.Thread(target=self.forkserver.ensure_started, name="forkserver-start", daemon=True).start()
 
     # -- node and lease ---------------------------------------------------------------
 
@@ -951,6 +1014,8 @@ class NodeAgent:
                 self._log_error("registration failed (retrying)", exc)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 10.0)
+        if self.config.fork_server:
+            self.start_fork_server()
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self.watch_loop, name="pod-watch", daemon=True).start()
         self.stop.wait()
@@ -961,6 +1026,8 @@ class NodeAgent:
                 worker.request_kill(0, shutdown=True)
             for worker in workers:
                 worker.join(timeout=10)
+        if self.forkserver is not None:
+            self.forkserver.close()  # pods it forked keep running, as exec'd ones do
         log.info("node agent stopped node=%s pods_left_running=%s", self.config.name,
                  not self.config.kill_pods_on_exit)
         return 0
@@ -981,13 +1048,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[NodeConfig, str]:
     parser.add_argument("--taint", action="append", type=parse_taint, default=[], metavar="KEY=VALUE:EFFECT")
     parser.add_argument("--kill-pods-on-exit", action="store_true",
                         help="on SIGTERM, kill the pods too (default: leave them running, like a kubelet restart)")
+    parser.add_argument("--no-fork-server", dest="fork_server", action="store_false",
+                        help="exec every pod (default: fork `python -m kinflow.runner` pods from a warm "
+                             "interpreter, see kinflow_dev.forkserver)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return NodeConfig(name=args.name, slots=args.slots, state_dir=Path(args.state_dir).resolve(),
                       workdir=os.path.abspath(args.workdir), pythonpath=args.pythonpath, python=args.python,
-                      labels=dict(args.label), taints=args.taint, kill_pods_on_exit=args.kill_pods_on_exit), args.kubeconfig
+                      labels=dict(args.label), taints=args.taint, kill_pods_on_exit=args.kill_pods_on_exit,
+                      fork_server=args.fork_server), args.kubeconfig
 
 
 def main(argv: list[str] | None = None) -> int:

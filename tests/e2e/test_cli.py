@@ -74,17 +74,21 @@ def test_user_mistakes_get_one_clear_line(cluster, namespace):
     assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_cancel_marks_the_run_cancelled(cluster, namespace):
-    r = kinflow(cluster, "run", "examples.recursive:tree_wf", "--input", '{"depth": 3, "breadth": 3}',
-                "--name", "big", "-n", namespace)
+def test_cancel_marks_the_run_and_its_subtree_cancelled(cluster, namespace):
+    # A chain three deep whose deepest run sleeps: still running when the cancel arrives.
+    r = kinflow(cluster, "run", "tests.e2e.test_operator:chain_wf", "--input", '{"depth": 3}',
+                "--name", "deep", "-n", namespace)
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: cluster.custom.get_namespaced_custom_object(
-        "kinflow.io", "v1alpha1", namespace, "workflowruns", "big").get("status", {}).get("phase") == "Running",
-        60, "run big Running")
-    c = kinflow(cluster, "cancel", "big", "-n", namespace)
+
+    def phases():
+        runs = cluster.custom.list_namespaced_custom_object("kinflow.io", "v1alpha1", namespace, "workflowruns")
+        return {b["metadata"]["name"]: (b.get("status") or {}).get("phase") for b in runs["items"]}
+
+    wait_for(lambda: len(phases()) == 3 and all(p == "Running" for p in phases().values()), 90,
+             "the chain of three runs all Running")
+    c = kinflow(cluster, "cancel", "deep", "-n", namespace)
     assert c.returncode == 0 and "cancel requested" in c.stdout
-    wait_for(lambda: json.loads(kinflow(cluster, "get", "big", "-o", "json", "-n", namespace).stdout)
-             ["status"]["phase"] == "Cancelled", 60, "run big Cancelled")
+    wait_for(lambda: set(phases().values()) == {"Cancelled"}, 60, "every run of the chain Cancelled")
 
 
 def test_manifest_applies_with_kubectl(cluster, namespace):

@@ -58,7 +58,9 @@ def test_log_lines_name_the_run_and_task(cluster, namespace, operator):
     assert any("task=process " in l for l in lines) and any("task=process2 " in l for l in lines)
     for line in lines:
         assert re.match(r"^ts=\S+ level=info logger=\S+ run=\S+ task=\S+ reason=TaskStarted msg=", line), line
-    assert any(f"run={run}" in l and "reason=RunSucceeded" in l for l in operator.log_path.read_text().splitlines())
+    # The line follows the status write the test saw, so it may lag it by a moment.
+    wait_for(lambda: any(f"run={run}" in l and "reason=RunSucceeded" in l
+                         for l in operator.log_path.read_text().splitlines()), 10, "the RunSucceeded log line")
 
 
 def test_events_on_the_run(cluster, namespace):

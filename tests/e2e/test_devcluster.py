@@ -197,3 +197,107 @@ def test_dev_up_is_idempotent_and_down_leaves_no_process(cluster, tmp_path):
     for pid in first.values():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3], \
             f"process {pid} still running after dev down"
+
+
+# -- runner pods forked by the node's fork server -----------------------------------------
+
+from kinflow import Context, EmptyModel, Kinflow  # noqa: E402  (the workflow below runs in pods)
+
+_kf = Kinflow()
+
+
+@_kf.task(name="e2e-sleeper", execution_timeout="10m")
+def e2e_sleeper(input: EmptyModel, ctx: Context) -> dict:
+    """A task that outlives its test: deletion or a deadline must end it."""
+    import time
+
+    print("sleeper started", flush=True)
+    time.sleep(600)
+    return {}
+
+
+def _runner_pod(name: str, run: str, task: str, **pod_spec) -> dict:
+    """A pod as the operator's Job makes it: `python3 -m kinflow.runner` and KINFLOW_* env."""
+    env = [{"name": "KINFLOW_RUN", "value": run}, {"name": "KINFLOW_TASK", "value": task},
+           {"name": "KINFLOW_ATTEMPT", "value": "1"}, {"name": "KINFLOW_JOB", "value": name},
+           {"name": "KINFLOW_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "serviceAccountName": "kinflow-task",
+                     "containers": [{"name": "task", "image": "ignored", "command": [PY, "-m", "kinflow.runner"],
+                                     "env": env}], **pod_spec}}
+
+
+def _sleeper_run(cluster, namespace: str) -> tuple[str, str]:
+    manifest = e2e_sleeper.to_manifest({}, entrypoint="tests.e2e.test_devcluster:e2e_sleeper")
+    manifest["metadata"].pop("generateName", None)
+    manifest["metadata"]["name"] = f"sleeper-{secrets.token_hex(3)}"
+    run = cluster.custom.create_namespaced_custom_object("kinflow.io", "v1alpha1", namespace, "workflowruns",
+                                                         manifest)
+    return run["metadata"]["name"], manifest["spec"]["tasks"][0]["name"]
+
+
+def _forked(cluster, namespace: str, pod: str) -> bool:
+    """The node says it started the pod through its fork server (not exec)."""
+    log = cluster.dev.procs.log_path(f"node-{cluster.dev.config.node_name}").read_text()
+    return any(f"pod={namespace}/{pod} " in line and "via=fork" in line
+               for line in log.splitlines() if "started" in line)
+
+
+def _sleeper_started(cluster, namespace: str, pod: str) -> bool:
+    try:
+        return "sleeper started" in _read_log(cluster, namespace, pod)
+    except LookupError:
+        return False
+
+
+@pytest.fixture
+def dev_only(cluster):
+    if not cluster.dev:
+        pytest.skip("the fork server is the dev node's")
+
+
+def test_forked_runner_pod_reports_its_exit_code(cluster, namespace, dev_only):
+    cluster.core.create_namespaced_pod(namespace, _runner_pod("no-run", "no-such-run", "t"))
+    pod = wait_for(lambda: (p := cluster.core.read_namespaced_pod("no-run", namespace)).status.phase == "Failed"
+                   and p, 60, "runner pod no-run Failed")
+    assert _forked(cluster, namespace, "no-run")
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 1
+    assert "cannot read run" in _read_log(cluster, namespace, "no-run")
+
+
+def test_forked_runner_pod_is_killed_by_deletion(cluster, namespace, dev_only):
+    run, task = _sleeper_run(cluster, namespace)
+    cluster.core.create_namespaced_pod(namespace, _runner_pod("sleeper", run, task))
+    wait_for(lambda: _sleeper_started(cluster, namespace, "sleeper"), 60, "the forked runner to run the task")
+    assert _forked(cluster, namespace, "sleeper")
+    record = next(cluster.dev.home.glob(f"nodes/*/pods/{namespace}_sleeper_*/task.state.json"))
+    import json
+
+    pid = json.loads(record.read_text())["pid"]
+    assert Path(f"/proc/{pid}").exists()
+    cluster.core.delete_namespaced_pod("sleeper", namespace, grace_period_seconds=2)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+             20, "the forked pod's processes to be killed")
+    assert json.loads(record.read_text()).get("exit_code") in (143, 137)
+    from kubernetes.client.rest import ApiException
+
+    def gone():
+        try:
+            cluster.core.read_namespaced_pod("sleeper", namespace)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    wait_for(gone, 20, "pod sleeper removed from the API")
+
+
+def test_forked_runner_pod_is_killed_by_its_deadline(cluster, namespace, dev_only):
+    run, task = _sleeper_run(cluster, namespace)
+    cluster.core.create_namespaced_pod(namespace, _runner_pod("late", run, task, activeDeadlineSeconds=5,
+                                                              terminationGracePeriodSeconds=2))
+    wait_for(lambda: _sleeper_started(cluster, namespace, "late"), 60, "the forked runner to run the task")
+    assert _forked(cluster, namespace, "late")
+    pod = wait_for(lambda: (p := cluster.core.read_namespaced_pod("late", namespace)).status.phase == "Failed"
+                   and p, 60, "pod late Failed after its deadline")
+    assert pod.status.reason == "DeadlineExceeded"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 143  # SIGTERM, as exec'd python

@@ -254,7 +254,7 @@ class _Decision:
         elif job.finished == "Failed":
             if job.reason == "DeadlineExceeded" or (pod is not None and pod.deadline_exceeded):
                 msg = f"attempt {e.get('attempt')} ran longer than executionTimeout {task.executionTimeout}"
-                ended = job.finished_at or self.now
+                ended = (pod.finished_at if pod is not None else None) or job.finished_at or self.now
                 self.fail_attempt(task, _error("ExecutionTimeout", msg + self.deadlock_hint(task, ended)))
             else:
                 self.fail_attempt(task, _error("PodFailed", _pod_failure_message(job, pod)))
@@ -283,9 +283,10 @@ class _Decision:
     def deadlock_hint(self, task: TaskSpec, ended: datetime) -> str:
         """Why a plain task timed out, when it looks like it starved its own children.
 
-        Starved children are unfinished ones whose pods had not started when the
-        task's pod was killed; one that got the freed slot a moment later still
-        counts (pod start times have one-second resolution, hence the margin).
+        Starved children are those whose pods had not started when the task's pod
+        was killed: still not started, or started (maybe even finished) only once
+        the freed slot let them (pod start times have one-second resolution, hence
+        the margin).
         """
         if task.durable:
             return ""
@@ -294,8 +295,8 @@ class _Decision:
         mine = label_value(task.name)
         margin = ended - timedelta(seconds=2)
         stuck = [c.name for c in self.obs.children
-                 if c.parent_task == mine and not c.finished
-                 and (not c.started or (c.started_at is not None and c.started_at >= margin))]
+                 if c.parent_task == mine
+                 and ((not c.started and not c.finished) or (c.started_at is not None and c.started_at >= margin))]
         if not stuck:
             return ""
         return (f" while waiting for {len(stuck)} child run(s) whose pods could not start while it ran "
@@ -446,10 +447,20 @@ class _Decision:
     def delete_orphan_jobs(self) -> None:
         """Delete unfinished Jobs that are no task's current attempt (moved-on retries,
         Jobs left behind by a crash between a status write and a delete)."""
-        current = {self.entry(n).get("job") for n in self._task_names()}
+        current = {self.entry(n).get("job") for n in self._task_names()} | self.earlier_executions()
         for job in self.jobs.values():
             if job.finished is None and not job.deleting and job.name not in current:
                 self.deletes.append(job.name)
+
+    def earlier_executions(self) -> set[str]:
+        """Jobs of a durable task's earlier executions: each reported Waiting and exits by
+        itself, maybe before the Job controller marks its Job Complete. Not orphans."""
+        out = set()
+        for n in self._task_names():
+            e = self.entry(n)
+            out.update(job_name(self.run_.name, n, int(e.get("attempt") or 1), r)
+                       for r in range(int(e.get("resumes") or 0)))
+        return out
 
     def _task_names(self) -> list[str]:
         return [t.name for t in self.run_.spec.tasks] if self.run_.spec else list(self.old_tasks)
@@ -518,6 +529,7 @@ class _Decision:
             if e.get("reportedJob") and e.get("reportedJob") == e.get("job")
             and e.get("phase") in ("Succeeded", "Failed")
         }
+        current_reported |= self.earlier_executions()
         for job in self.jobs.values():
             if job.finished is None and not job.deleting and job.name not in current_reported:
                 self.deletes.append(job.name)

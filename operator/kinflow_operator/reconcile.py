@@ -226,9 +226,8 @@ class Reconciler:
                            rejected_jobs=dict(state.rejected_jobs), events=self._events_for(key[0], body))
 
     def _with_started(self, namespace: str, child: ChildRun) -> ChildRun:
-        """Did any pod of an unfinished child start? (A deadlocked parent's children did not.)"""
-        if child.finished:
-            return child
+        """When did a pod of the child start? (A deadlocked parent's children start only
+        once its pod is gone, if at all.)"""
         pods = [p for p in self.indexes.get("pod_index", {}).get((namespace, child.name), ()) if p.started]
         starts = [p.start_time for p in pods if p.start_time is not None]
         return dataclasses.replace(child, started=bool(pods), started_at=min(starts, default=None))

@@ -307,6 +307,7 @@ class ObservedPod:
     message: str = ""
     deadline_exceeded: bool = False  # the kubelet killed it at activeDeadlineSeconds
     start_time: datetime | None = None  # when the kubelet started it (status.startTime)
+    finished_at: datetime | None = None  # when its container ended (one-second resolution)
 
     @property
     def started(self) -> bool:
@@ -318,11 +319,13 @@ class ObservedPod:
         labels = meta.get("labels") or {}
         status = body.get("status") or {}
         exit_code, reason, message = None, status.get("reason", ""), status.get("message", "")
+        finished_at = None
         deadline_exceeded = status.get("reason") == "DeadlineExceeded"
         for cs in status.get("containerStatuses") or ():
             term = (cs.get("state") or {}).get("terminated")
             if term:
                 exit_code = term.get("exitCode")
+                finished_at = parse_time(term.get("finishedAt"))
                 reason = term.get("reason") or reason
                 message = term.get("message") or message
         return cls(
@@ -333,6 +336,7 @@ class ObservedPod:
             message=message or "",
             deadline_exceeded=deadline_exceeded,
             start_time=parse_time(status.get("startTime")) if status.get("phase") != "Pending" else None,
+            finished_at=finished_at,
         )
 
 

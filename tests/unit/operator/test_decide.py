@@ -465,3 +465,21 @@ def test_a_child_that_got_the_slot_only_when_the_parent_was_killed_counts_as_sta
                    children=late, now=at(11))
     message = body["status"]["tasks"]["spawn"]["error"]["message"]
     assert "1 child run(s) whose pods could not start while it ran" in message
+
+
+def test_the_job_of_an_earlier_execution_is_not_deleted_before_it_completes():
+    body = waiting({"children": ["c0"]})
+    _, body = step(body, children=[ChildRun("c0", "Succeeded")])
+    # The first Job's pod exited but the Job controller has not marked it Complete yet.
+    plan, _ = step(body, [job_body("spawn"), job_body("spawn", resume=1)], children=[ChildRun("c0", "Succeeded")])
+    assert plan.delete_jobs == ()
+
+
+def test_children_that_ran_only_after_the_parent_was_killed_count_even_when_finished():
+    tasks = [task("spawn", executionTimeout="10s")]
+    _, body = step(run_body(tasks))
+    kids = [ChildRun("c0", "Succeeded", parent_task="spawn", started=True, started_at=at(10)),
+            ChildRun("c1", "Succeeded", parent_task="spawn", started=True, started_at=at(2))]
+    _, body = step(body, [job_body("spawn", condition=("Failed", "DeadlineExceeded"), finished_at=at(10))],
+                   children=kids, now=at(11))
+    assert "1 child run(s) whose pods could not start" in body["status"]["tasks"]["spawn"]["error"]["message"]

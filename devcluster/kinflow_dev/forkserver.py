@@ -103,7 +103,7 @@ PRELOAD = (
 # list on first use). Names: HOME (user site-packages on sys.path) and what
 # kinflow reads at import: kinflow._api's DEFAULT_QPS/DEFAULT_BURST.
 IMPORT_TIME_ENV_PREFIXES = ("PYTHON", "LC_", "PYDANTIC_")
-IMPORT_TIME_ENV = frozenset({"LANG", "LANGUAGE", "HOME", "KINFLOW_CLIENT_QPS", "KINFLOW_CLIENT_BURST"})
+IMPORT_TIME_ENV = frozenset({"LANG", "LANGUAGE", "HOME"})
 
 RUNNER_MODULE = "kinflow.runner"
 MAX_MESSAGE = 1 << 20

@@ -26,8 +26,8 @@ from .errors import ApiError, Gone, Unauthorized, api_error
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-DEFAULT_QPS = float(os.environ.get("KINFLOW_CLIENT_QPS", "100"))
-DEFAULT_BURST = int(os.environ.get("KINFLOW_CLIENT_BURST", "200"))
+DEFAULT_QPS = 100.0
+DEFAULT_BURST = 200
 
 # Connection-level failures after which a request is sent again on a fresh connection
 # (an idle keep-alive connection closed by the server looks like this).
@@ -269,10 +269,15 @@ class ApiClient:
     def __init__(
         self,
         config: KubeConfig | None = None,
-        qps: float = DEFAULT_QPS,
-        burst: int = DEFAULT_BURST,
+        qps: float | None = None,
+        burst: int | None = None,
         timeout: float = 30.0,
     ) -> None:
+        # Read when a client is made, not at import: a forked pod must see its own env.
+        if qps is None:
+            qps = float(os.environ.get("KINFLOW_CLIENT_QPS", DEFAULT_QPS))
+        if burst is None:
+            burst = int(os.environ.get("KINFLOW_CLIENT_BURST", DEFAULT_BURST))
         self.config = config or load_config()
         url = urlsplit(self.config.server)
         self._https = url.scheme == "https"

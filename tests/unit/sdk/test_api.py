@@ -175,3 +175,13 @@ def test_watch_streams_events_and_raises_gone_when_too_old(fake, api):
     fake.compact()
     with pytest.raises(Gone):
         list(api.watch(run_path(NAMESPACE), rv, timeout_seconds=2))
+
+
+def test_client_rate_is_read_from_the_environment_when_the_client_is_made(monkeypatch):
+    # Not at import: a pod forked from a preloaded server must see its own environment.
+    from kinflow._api import ApiClient, KubeConfig
+
+    monkeypatch.setenv("KINFLOW_CLIENT_QPS", "7")
+    monkeypatch.setenv("KINFLOW_CLIENT_BURST", "3")
+    client = ApiClient(KubeConfig(server="http://127.0.0.1:1"))
+    assert client.limiter.qps == 7 and client.limiter.burst == 3

@@ -24,9 +24,10 @@ from kinflow import _constants as C
 from . import metrics
 from . import settings as kinflow_settings
 from .apply import Kube
+from .events import EventWatcher
 from .kubeclient import make_api_client
 from .reconcile import Reconciler
-from .resource import ChildRun, ObservedEvent, ObservedJob, ObservedPod
+from .resource import ChildRun, ObservedJob, ObservedPod
 
 log = logging.getLogger(__name__)
 RUNS = (C.GROUP, C.VERSION, C.PLURAL)
@@ -37,6 +38,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     """Apply kinflow's kopf settings and make the one Reconciler."""
     kinflow_settings.configure(settings)
     memo.reconciler = Reconciler(Kube(make_api_client()))
+    # Sent events come from our own server-side-filtered watch (see events.py), not kopf.
+    memo.events = EventWatcher(make_api_client(), memo.reconciler.event_sent)
+    memo.reconciler.bind(event_index=memo.events.index)
     metrics.runs_source = memo.reconciler.all_runs
 
 
@@ -72,12 +76,6 @@ async def waiting_index(namespace: str, name: str, status: kopf.Status, **_: Any
     return {(namespace, k): name for k in keys if k}
 
 
-@kopf.index("v1", "events", labels={C.LABEL_EVENT: kopf.PRESENT})
-async def event_index(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """(namespace, event key) -> ObservedEvent: events sent by `kinflow event send`."""
-    event = ObservedEvent.from_body(body)
-    return {(namespace, event.key): event} if event is not None else {}
-
 
 @kopf.index("batch", "v1", "jobs", labels={C.LABEL_RUN: kopf.PRESENT})
 async def job_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -97,13 +95,13 @@ async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: A
 @kopf.on.event(*RUNS)
 async def run_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels, status: kopf.Status,
                       memo: kopf.Memo, run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
-                      pod_index: kopf.Index, waiting_index: kopf.Index, event_index: kopf.Index,
-                      **_: Any) -> None:
+                      pod_index: kopf.Index, waiting_index: kopf.Index, **_: Any) -> None:
     """A run was listed, added, changed or deleted: reconcile it, and recount its parent
     (at once when the parent waits for it in a durable task: that resumes the parent)."""
     reconciler: Reconciler = memo.reconciler
     reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index,
-                    waiting_index=waiting_index, event_index=event_index)
+                    waiting_index=waiting_index)
+    memo.events.ensure(namespace)
     if type == "DELETED":
         reconciler.forget((namespace, name))
     else:
@@ -115,28 +113,13 @@ async def run_changed(type: str | None, namespace: str, name: str, labels: kopf.
             reconciler.poke_parent((namespace, parent))
 
 
-@kopf.on.event("v1", "events", labels={C.LABEL_EVENT: kopf.PRESENT})
-async def event_sent(type: str | None, namespace: str, body: kopf.Body, memo: kopf.Memo,
-                     run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
-                     pod_index: kopf.Index, waiting_index: kopf.Index, event_index: kopf.Index,
-                     **_: Any) -> None:
-    """`kinflow event send` created an Event: reconcile the runs waiting for its key (also
-    for Events listed at start-up, so an event sent while the operator was down is delivered)."""
-    reconciler: Reconciler = memo.reconciler
-    reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index,
-                    waiting_index=waiting_index, event_index=event_index)
-    event = ObservedEvent.from_body(body)
-    if event is not None and type != "DELETED":
-        reconciler.event_sent(namespace, event)
-
 
 @kopf.on.event("batch", "v1", "jobs", labels={C.LABEL_RUN: kopf.PRESENT})
 async def job_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo,
                       run_index: kopf.Index, child_index: kopf.Index, job_index: kopf.Index,
-                      pod_index: kopf.Index, waiting_index: kopf.Index, event_index: kopf.Index,
-                      **_: Any) -> None:
+                      pod_index: kopf.Index, waiting_index: kopf.Index, **_: Any) -> None:
     """One of a run's Jobs changed (created, started, finished, deleted): reconcile the run."""
     reconciler: Reconciler = memo.reconciler
     reconciler.bind(run_index=run_index, child_index=child_index, job_index=job_index, pod_index=pod_index,
-                    waiting_index=waiting_index, event_index=event_index)
+                    waiting_index=waiting_index)
     await reconciler.reconcile((namespace, labels[C.LABEL_RUN]))

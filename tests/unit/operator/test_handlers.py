@@ -13,8 +13,8 @@ def test_no_change_detecting_handlers_timers_or_daemons():
     registry = kopf.get_default_registry()
     assert not registry._changing.get_all_handlers(), "a change-detecting handler stores state on objects"
     assert not registry._spawning.get_all_handlers(), "no per-object timers or daemons: use decide()'s requeue"
-    assert len(registry._watching.get_all_handlers()) == 3  # runs, Jobs, sent events
-    assert len(registry._indexing.get_all_handlers()) == 6  # runs, children, waiting, Jobs, pods, events
+    assert len(registry._watching.get_all_handlers()) == 2  # runs, Jobs (sent events: events.py's own watch)
+    assert len(registry._indexing.get_all_handlers()) == 5  # runs, children, waiting, Jobs, pods
 
 
 def test_settings_are_applied():

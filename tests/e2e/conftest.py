@@ -143,7 +143,7 @@ class OperatorProcess:
             [sys.executable, "-m", "kinflow_operator", "--namespace", f"{self.cluster.session_prefix}*",
              "--metrics-port", str(self.metrics_port)],
             env=self.cluster.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         time.sleep(1.0)
         if self.proc.poll() is not None:
@@ -195,6 +195,22 @@ def bare_namespace(cluster):
             cluster.core.delete_namespace(name, propagation_policy="Background")
         except Exception:
             pass
+
+
+def _die_with_parent() -> None:
+    """In the operator's child process: SIGTERM it when pytest dies, however pytest dies.
+
+    Otherwise a killed test session leaves an operator running that would fight
+    the next session's over the same cluster.
+    """
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux/glibc: the session's own teardown still stops it
 
 
 def _free_port() -> int:

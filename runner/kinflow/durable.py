@@ -331,18 +331,20 @@ class DurableContext(Context):
         is not: as in Hatchet). With `timeout` it raises TimeoutError when no
         event came in time.
         """
-        if expression is not None:
-            raise NotImplementedError("kinflow does not filter events by expression (CEL) yet")
-        got, event, deadline = self._event_wait(key, timeout)
-        if got is not None:
-            return got.get("data")
-        if deadline is not None and utcnow() >= deadline:
-            raise TimeoutError(f"no event {key!r} within {timeout}")
-        self._durable.register(until=deadline, event=event)
+        data = self._event_or_register(key, expression, timeout)
+        if data is not _WAITING:
+            return data
         await self._durable.block()
 
     def wait_for_event(self, key: str, expression: str | None = None, timeout: Any = None) -> Any:
         """Blocking twin of aio_wait_for_event()."""
+        data = self._event_or_register(key, expression, timeout)
+        if data is not _WAITING:
+            return data
+        raise Suspend()
+
+    def _event_or_register(self, key: str, expression: str | None, timeout: Any) -> Any:
+        """The event's data if it already came (a replay); else register the wait: _WAITING."""
         if expression is not None:
             raise NotImplementedError("kinflow does not filter events by expression (CEL) yet")
         got, event, deadline = self._event_wait(key, timeout)
@@ -351,7 +353,10 @@ class DurableContext(Context):
         if deadline is not None and utcnow() >= deadline:
             raise TimeoutError(f"no event {key!r} within {timeout}")
         self._durable.register(until=deadline, event=event)
-        raise Suspend()
+        return _WAITING
+
+
+_WAITING = object()  # "not here yet": the wait is registered and the task must suspend
 
 
 # --- waiting for children (called from workflow.py when the execution is durable) -----------

@@ -276,16 +276,8 @@ class Workflow:
     ) -> Callable[[Callable], Task]:
         """Decorator: add a task to this workflow (`parents` make the DAG)."""
         _warn_unsupported("task()", hatchet_options)
-
-        def decorate(fn: Callable) -> Task:
-            task = Task(
-                fn, self, name, parents or (), execution_timeout, schedule_timeout,
-                retries, backoff_factor, backoff_max_seconds,
-            )
-            self._add(task)
-            return task
-
-        return decorate
+        return self._task_decorator(name, parents, execution_timeout, schedule_timeout, retries,
+                                    backoff_factor, backoff_max_seconds, durable=False)
 
     def durable_task(
         self,
@@ -302,11 +294,15 @@ class Workflow:
         it waits for children, a sleep or an event; it replays from the top when resumed.
         `execution_timeout` applies to each resumption's pod, not to the time spent waiting."""
         _warn_unsupported("durable_task()", hatchet_options)
+        return self._task_decorator(name, parents, execution_timeout, schedule_timeout, retries,
+                                    backoff_factor, backoff_max_seconds, durable=True)
 
+    def _task_decorator(self, name, parents, execution_timeout, schedule_timeout, retries,
+                        backoff_factor, backoff_max_seconds, durable: bool) -> Callable[[Callable], Task]:
         def decorate(fn: Callable) -> Task:
             task = Task(
                 fn, self, name, parents or (), execution_timeout, schedule_timeout,
-                retries, backoff_factor, backoff_max_seconds, durable=True,
+                retries, backoff_factor, backoff_max_seconds, durable=durable,
             )
             self._add(task)
             return task

@@ -24,6 +24,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from procstat import cpu_seconds  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -76,13 +78,6 @@ def wait_done(custom, namespace: str, name: str, n: int, t0: float) -> dict:
                 ch = status.get("children") or {}
                 print(f"  n={n}: {ch.get('succeeded', 0)}/{ch.get('total', 0)} children done, "
                       f"{time.monotonic() - t0:.0f}s", file=sys.stderr)
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """CPU time of a process; with children=True, of its reaped children instead."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    first = 13 if children else 11  # cutime/cstime vs utime/stime
-    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
 def component_cpu(dev) -> dict[str, float]:

@@ -20,8 +20,9 @@ def _dev_homes() -> list[Path]:
     for env in ("KINFLOW_DEV_HOME", "KINFLOW_TEST_HOME"):
         if os.environ.get(env):
             homes.append(Path(os.environ[env]))
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "kinflow"
-    homes += [base / "dev", base / "test"]
+    from kinflow_dev.paths import data_dir
+
+    homes += [data_dir() / "dev", data_dir() / "test"]
     return homes
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kinflow_dev import binaries
+from kinflow_dev.paths import data_dir
 from kinflow_dev.pki import Pki
 from kinflow_dev.processes import Supervisor
 
@@ -33,10 +34,7 @@ def crds_dir() -> Path:
 
 def default_home() -> Path:
     explicit = os.environ.get("KINFLOW_DEV_HOME")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "kinflow" / "dev"
+    return Path(explicit) if explicit else data_dir() / "dev"
 
 
 def _port_free(port: int) -> bool:

@@ -79,11 +79,10 @@ class Cluster:
 
 
 def _test_home() -> Path:
+    from kinflow_dev.paths import data_dir
+
     explicit = os.environ.get("KINFLOW_TEST_HOME")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "kinflow" / "test"
+    return Path(explicit) if explicit else data_dir() / "test"
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,16 @@ def _processes_with(marker: str) -> list[int]:
     return pids
 
 
+def _pod_gone(cluster, ns, name) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        cluster.core.read_namespaced_pod(name, ns)
+        return False
+    except ApiException as e:
+        return e.status == 404
+
+
 def _read_log(cluster, ns, pod) -> str:
     from kinflow_dev.node import read_log
 
@@ -110,16 +120,7 @@ def test_deleting_a_running_pod_kills_its_process(cluster, namespace):
     wait_for(lambda: _processes_with(marker), 30, "the pod's process to start")
     cluster.core.delete_namespaced_pod("victim", namespace, grace_period_seconds=2)
     wait_for(lambda: not _processes_with(marker), 20, "the pod's process to be killed")
-    from kubernetes.client.rest import ApiException
-
-    def gone():
-        try:
-            cluster.core.read_namespaced_pod("victim", namespace)
-            return False
-        except ApiException as e:
-            return e.status == 404
-
-    wait_for(gone, 20, "pod victim removed from the API")
+    wait_for(lambda: _pod_gone(cluster, namespace, "victim"), 20, "pod victim removed from the API")
 
 
 def test_third_pod_waits_for_a_slot_on_a_two_slot_node(cluster, namespace, extra_node):
@@ -279,16 +280,7 @@ def test_forked_runner_pod_is_killed_by_deletion(cluster, namespace, dev_only):
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
              20, "the forked pod's processes to be killed")
     assert json.loads(record.read_text()).get("exit_code") in (143, 137)
-    from kubernetes.client.rest import ApiException
-
-    def gone():
-        try:
-            cluster.core.read_namespaced_pod("sleeper", namespace)
-            return False
-        except ApiException as e:
-            return e.status == 404
-
-    wait_for(gone, 20, "pod sleeper removed from the API")
+    wait_for(lambda: _pod_gone(cluster, namespace, "sleeper"), 20, "pod sleeper removed from the API")
 
 
 def test_forked_runner_pod_is_killed_by_its_deadline(cluster, namespace, dev_only):
